@@ -1,0 +1,333 @@
+"""File formats, in one place.
+
+Conventions (also in README.rst):
+
+* images: uint8 RGB, shape (H, W, 3);
+* label maps: uint8 (H, W), 0 background, 1 benign, 2 malignant, 255 ignore;
+* instance maps: uint16 (H, W), 0 none, 1..n one id per lesion (shared across a pair);
+* flow: float32 (H, W, 2), channel 0 = dx (columns), channel 1 = dy, forward t0 -> t1,
+  in pixels, with a boolean validity mask (H, W);
+* boxes: [x, y, w, h] in pixels, as COCO.
+
+Every writer here writes to a temporary file in the destination folder and renames it into
+place, so an interrupted run never leaves a half-written file under the final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BACKGROUND, BENIGN, MALIGNANT, IGNORE = 0, 1, 2, 255
+CLASS_NAMES = ("background", "benign", "malignant")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+FLO_MAGIC = 202021.25  # Middlebury .flo "PIEH" tag
+
+DATASET_FORMAT = "lesiontrack-synth"
+DATASET_VERSION = 1
+DATASET_INFO = "dataset.json"
+MANIFEST = "manifest.jsonl"
+SPLITS = "splits.json"
+COCO_ANNOTATIONS = "annotations.json"
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the file and the problem, in one line."""
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _is_truncated_jpeg(path: Path) -> bool:
+    """True when a JPEG file lacks its end-of-image marker."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 64))
+        tail = handle.read()
+    return b"\xff\xd9" not in tail
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Convert any decoded image to uint8 RGB.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16 or float in [0, 1].
+        Three- and four-channel input is taken as RGB(A); alpha is dropped.
+
+    Returns
+    -------
+    ndarray
+        uint8 (H, W, 3).
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"unsupported image shape {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)
+
+
+def read_image(path) -> np.ndarray:
+    """Read a photo as uint8 RGB (H, W, 3).
+
+    JPEG, PNG, TIFF, BMP and WebP; EXIF orientation is honoured; 16-bit, greyscale and alpha
+    inputs are converted. Raises InputError naming the file for anything unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in (".jpg", ".jpeg") and _is_truncated_jpeg(path):
+        raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise InputError(f"{path}: empty file")
+    # ANYDEPTH keeps 16 bits, ANYCOLOR keeps grey as grey; neither disables EXIF orientation.
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image is None or image.size == 0:
+        raise InputError(f"{path}: not a readable image")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return to_rgb8(image)
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from None
+
+
+def read_mask(path, shape=None) -> np.ndarray:
+    """Read an 8-bit mask as bool (H, W); nonzero = inside.
+
+    Parameters
+    ----------
+    path : path-like
+    shape : tuple, optional
+        Expected (H, W); a mismatch raises InputError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if mask is None:
+        raise InputError(f"{path}: not a readable mask image")
+    if shape is not None and mask.shape != tuple(shape[:2]):
+        raise InputError(
+            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match its image "
+            f"{shape[1]}x{shape[0]}"
+        )
+    return mask > 127
+
+
+def read_label_map(path) -> np.ndarray:
+    """Read a uint8 label map or a uint16 instance map as stored (no conversion)."""
+    path = Path(path)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise InputError(f"{path}: not a readable label image")
+    return image
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _encode(image: np.ndarray, suffix: str, quality: int) -> bytes:
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params = []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif suffix == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buffer = cv2.imencode(suffix, image, params)
+    if not ok:
+        raise OSError(f"could not encode image as {suffix}")
+    return buffer.tobytes()
+
+
+def write_image(path, image: np.ndarray, *, quality: int = 95) -> None:
+    """Write uint8 RGB (H, W, 3), a uint8 label map or a uint16 instance map, atomically.
+
+    The format follows the suffix (.jpg, .png, .tif); label and instance maps must use .png.
+    """
+    path = Path(path)
+    data = _encode(np.ascontiguousarray(image), path.suffix.lower(), quality)
+    write_bytes(path, data)
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path, obj, *, indent=1) -> None:
+    """Write JSON atomically."""
+    write_bytes(path, (json.dumps(obj, indent=indent, default=_json_default) + "\n").encode())
+
+
+def read_json(path):
+    """Read JSON; InputError naming the file if it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# --------------------------------------------------------------------------- flow
+
+
+def write_flo(path, flow: np.ndarray) -> None:
+    """Write float32 (H, W, 2) flow as Middlebury .flo, atomically."""
+    flow = np.asarray(flow, dtype=np.float32)
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow must be (H, W, 2), got {flow.shape}")
+    height, width = flow.shape[:2]
+    header = np.array([FLO_MAGIC], np.float32).tobytes() + np.array([width, height], np.int32).tobytes()
+    write_bytes(path, header + np.ascontiguousarray(flow).tobytes())
+
+
+def read_flo(path) -> np.ndarray:
+    """Read Middlebury .flo as float32 (H, W, 2)."""
+    path = Path(path)
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if data is None or data.size < 12:
+        raise InputError(f"{path}: not a .flo file")
+    magic = np.frombuffer(data[:4].tobytes(), np.float32)[0]
+    width, height = np.frombuffer(data[4:12].tobytes(), np.int32)
+    if magic != np.float32(FLO_MAGIC) or data.size != 12 + int(width) * int(height) * 8:
+        raise InputError(f"{path}: not a valid Middlebury .flo file")
+    return np.frombuffer(data[12:].tobytes(), np.float32).reshape(int(height), int(width), 2).copy()
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def is_dataset(root) -> bool:
+    """True when ``root`` holds a synthesized dataset (its dataset.json)."""
+    return (Path(root) / DATASET_INFO).is_file()
+
+
+def read_manifest(root) -> list[dict]:
+    """All sample records of a dataset, sorted by index.
+
+    Reads ``manifest.jsonl`` and any shard manifests ``manifest-*.jsonl`` beside it (shards
+    merge by concatenation). A last line cut short by an interruption is ignored.
+    """
+    root = Path(root)
+    files = sorted(root.glob("manifest*.jsonl"))
+    if not files:
+        raise InputError(f"{root}: no {MANIFEST} (not a synthesized dataset?)")
+    records = {}
+    for file in files:
+        for line in file.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            records[record["id"]] = record
+    return sorted(records.values(), key=lambda record: record["index"])
+
+
+def load_sample(root, record: dict, *, pair: bool = False) -> dict:
+    """Load a sample's arrays.
+
+    Returns
+    -------
+    dict
+        ``image`` uint8 (H, W, 3), ``labels`` uint8 (H, W), ``instances`` uint16 (H, W); with
+        ``pair=True`` also ``image1``, ``labels1``, ``instances1``, ``flow`` float32 (H, W, 2)
+        and ``valid`` bool (H, W).
+    """
+    root = Path(root)
+    sample = {
+        "image": read_image(root / record["image"]),
+        "labels": read_label_map(root / record["labels"]),
+        "instances": read_label_map(root / record["instances"]),
+    }
+    if pair:
+        files = record.get("pair")
+        if not files:
+            raise InputError(f"{root}: sample {record['id']} has no tracking pair")
+        sample["image1"] = read_image(root / files["image"])
+        sample["labels1"] = read_label_map(root / files["labels"])
+        sample["instances1"] = read_label_map(root / files["instances"])
+        sample["flow"] = read_flo(root / files["flow"])
+        sample["valid"] = read_label_map(root / files["valid"]) > 0
+    return sample
+
+
+def sample_paths(sample_id: str, *, pair: bool) -> dict:
+    """Relative paths of one sample's files (the dataset layout)."""
+    paths = {
+        "image": f"images/{sample_id}.jpg",
+        "labels": f"labels/{sample_id}.png",
+        "instances": f"instances/{sample_id}.png",
+    }
+    if pair:
+        paths["pair"] = {
+            "image": f"pairs/{sample_id}_t1.jpg",
+            "labels": f"pairs/{sample_id}_t1_labels.png",
+            "instances": f"pairs/{sample_id}_t1_instances.png",
+            "flow": f"pairs/{sample_id}_flow.flo",
+            "valid": f"pairs/{sample_id}_valid.png",
+        }
+    return paths
+
+
+def list_images(folder) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
