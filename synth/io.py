@@ -255,6 +255,25 @@ def is_dataset(root) -> bool:
     return (Path(root) / DATASET_INFO).is_file()
 
 
+def json_line(record: dict) -> str:
+    """One manifest line: compact JSON and a newline."""
+    return json.dumps(record, separators=(",", ":"), default=_json_default) + "\n"
+
+
+def read_manifest_file(path) -> list[dict]:
+    """Records of one manifest file; a last line cut short by an interruption is ignored."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def read_manifest(root) -> list[dict]:
     """All sample records of a dataset, sorted by index.
 
@@ -267,14 +286,7 @@ def read_manifest(root) -> list[dict]:
         raise InputError(f"{root}: no {MANIFEST} (not a synthesized dataset?)")
     records = {}
     for file in files:
-        for line in file.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by an interruption
+        for record in read_manifest_file(file):
             records[record["id"]] = record
     return sorted(records.values(), key=lambda record: record["index"])
 

@@ -10,8 +10,13 @@ Layer names are fixed so that the tracker can take the conv section by name:
 """
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import keras
 from keras import layers
+
+from synth.io import InputError
 
 DEFAULT_FILTERS = (16, 32, 64, 96)
 NUM_CLASSES = 3
@@ -57,3 +62,88 @@ def build_fcn(filters=DEFAULT_FILTERS, *, num_classes=NUM_CLASSES, name="fcn"):
         x = conv_block(x, width, f"deconv{level}")
     outputs = layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="classes")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+# Trained detector weights shipped with the package (see experiments/train_detector.sh).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "detector.keras"
+
+
+def resolve_weights(weights) -> Path:
+    """The weights file behind ``weights`` ("default" or a path); InputError when absent."""
+    if isinstance(weights, str) and weights == "default":
+        if not DEFAULT_WEIGHTS.is_file():
+            raise InputError(
+                f"{DEFAULT_WEIGHTS}: default detector weights not found; train them with "
+                "experiments/train_detector.sh (or `lesiontrack train detector DATASET --out "
+                "MODEL.keras`) and pass the result with --weights / weights=PATH"
+            )
+        return DEFAULT_WEIGHTS
+    path = Path(weights)
+    if not path.is_file():
+        raise InputError(f"{path}: no such weights file")
+    return path
+
+
+def _check_detector(model, path):
+    """Raise InputError unless ``model`` looks like this detector (names and shapes)."""
+    names = {layer.name for layer in model.layers}
+    missing = {"conv1_1", "classes"} - names
+    if missing:
+        raise InputError(f"{path}: not a detector model (no layer {', '.join(sorted(missing))})")
+    if model.input_shape[-1] != 3 or model.output_shape[-1] != NUM_CLASSES:
+        raise InputError(
+            f"{path}: detector must map 3 input channels to {NUM_CLASSES} classes, "
+            f"found {model.input_shape[-1]} -> {model.output_shape[-1]}"
+        )
+
+
+def FCN(*, weights=None, filters=None, num_classes=NUM_CLASSES):  # noqa: N802 (model factory)
+    """The detector of Li, Esteva et al. 2016 (figure 3, left), optionally with weights.
+
+    Parameters
+    ----------
+    weights : None, "default" or path-like
+        None: random initialisation. "default": the trained weights shipped in
+        ``lesiontrack/weights/detector.keras``. A path: a ``.keras`` model saved by
+        :func:`lesiontrack.train.train_detector` (its own architecture is used unless
+        ``filters`` is given) or a ``.weights.h5`` file for the architecture ``filters``.
+    filters : sequence of int, optional
+        Widths of the conv levels; default :data:`DEFAULT_FILTERS`.
+    num_classes : int
+        Output classes (background, benign, malignant).
+
+    Returns
+    -------
+    keras.Model
+        float32 (B, H, W, 3) RGB in [0, 255] -> float32 (B, H, W, num_classes) softmax;
+        H and W must be multiples of ``2**(len(filters)-1)`` (:data:`STRIDE` by default).
+
+    Raises
+    ------
+    InputError
+        Naming the file when the weights are missing, unreadable or do not fit the model.
+    """
+    if weights is None:
+        return build_fcn(tuple(filters or DEFAULT_FILTERS), num_classes=num_classes)
+    path = resolve_weights(weights)
+    try:
+        # Keras warns once per layer before failing on a mismatch; the error below says it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if path.name.endswith(".keras") and filters is None:
+                model = keras.saving.load_model(path, compile=False)
+            else:
+                model = build_fcn(tuple(filters or DEFAULT_FILTERS), num_classes=num_classes)
+                model.load_weights(path)
+    except InputError:
+        raise
+    except Exception as error:  # Keras raises many types for unreadable or mismatched files
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: unreadable or incompatible detector weights ({detail[:200]})") from None
+    _check_detector(model, path)
+    return model
+
+
+def model_stride(model) -> int:
+    """Input side multiple required by a detector: 2 per pooling layer."""
+    return 2 ** sum(1 for layer in model.layers if layer.name.startswith("pool"))

@@ -1,0 +1,246 @@
+"""Command line: ``lesiontrack train|detect|flow|match|evaluate``.
+
+Thin: options are parsed here and handed to library functions. Bad input ends with a one-line
+error naming the file and the problem and exit status 1.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from synth.io import InputError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class _Group(click.Group):
+    """A group that turns InputError into a one-line message and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InputError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", is_flag=True, help="Log diagnostics.")
+@click.version_option(package_name="lesiontrack")
+def main(verbose):
+    """Find skin lesions on body photos, flag the suspicious ones, track them between visits."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def train():
+    """Train the detector or the tracker on a synthesized dataset."""
+
+
+@main.group()
+def evaluate():
+    """Evaluate detection or tracking on a held-out split or annotated photos."""
+
+
+@train.command("detector")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Best model file (.keras); .csv log, .png curves, .state.json beside it.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Batches per epoch.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--crop", default=256, show_default=True, type=click.IntRange(min=8),
+              help="Training crop side (multiple of the model stride, 8).")
+@click.option("--seed", default=0, show_default=True, help="Seed of crops and augmentation.")
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Adam step size.")
+@click.option("--init", type=click.Path(path_type=Path), help="Weights (.keras) to start from.")
+@click.option("--val-limit", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Validation photos per epoch.")
+@click.option("--bf16", "mixed_precision", is_flag=True, help="Mixed bfloat16 compute.")
+def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learning_rate, init,
+                           val_limit, mixed_precision):
+    """Train the lesion detector on DATASET (resumes when OUT has a state file)."""
+    from lesiontrack.train import train_detector
+
+    history = train_detector(dataset, out, epochs=epochs, steps=steps, batch=batch, crop=crop,
+                             seed=seed, init=init, learning_rate=learning_rate,
+                             val_limit=val_limit, mixed_precision=mixed_precision)
+    if history:
+        last = history[-1]
+        click.echo(f"epoch {last['epoch']}: val mean IoU {last['val_mean_iou']:.3f}, "
+                   f"val AUC {last['val_auc']:.3f}; best model in {out}")
+
+
+@main.command("detect")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for <photo>.json, <photo>_overlay.png, <photo>_heatmap.png.")
+@click.option("--weights", default="default", show_default=True,
+              help="Detector weights (.keras) or 'default'.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="P(lesion) threshold.")
+@click.option("--format", "output_format", default="json", show_default=True,
+              type=click.Choice(["json", "coco"]),
+              help="One JSON per photo, or one COCO annotations.json.")
+def detect_command(photos, out, weights, threshold, output_format):
+    """Find and grade skin lesions on PHOTO files."""
+    from lesiontrack.detect import detect_files
+
+    results = detect_files(photos, out, weights=weights, threshold=threshold,
+                           format=output_format)
+    total = sum(len(lesions) for lesions in results.values())
+    click.echo(f"{total} lesions on {len(results)} photos; results in {out}")
+
+
+@train.command("baseline")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Model file to write (.npz).")
+@click.option("--split", default="train", show_default=True, help="Dataset split to train on.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most N samples.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the window sampling.")
+def train_baseline(dataset, out, split, limit, seed):
+    """Train the sliding-window baseline classifier on DATASET."""
+    import numpy as np
+
+    from lesiontrack.baselines.sliding_window import save_sliding_window, train_sliding_window
+
+    model = train_sliding_window(dataset, split=split, limit=limit,
+                                 rng=np.random.default_rng(seed))
+    click.echo(f"wrote {save_sliding_window(model, out)}")
+
+
+@evaluate.command("detection")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for the figures, metrics.json and summary.md.")
+@click.option("--split", default="test", show_default=True,
+              help="Split of a synthesized dataset (ignored for COCO photo folders).")
+@click.option("--weights", default="default", show_default=True,
+              help="Detector weights (.keras), 'default', or 'none' to skip the detector.")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="Sliding-window baseline model (.npz) to compare against.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the pixel subsample.")
+def evaluate_detection_command(dataset, out, split, weights, baseline, limit, seed):
+    """Detection FROC and ROC curves on DATASET (synthesized or COCO-annotated photos)."""
+    from lesiontrack.evaluate import evaluate_detection
+
+    weights = None if weights.lower() == "none" else weights
+    if weights is None and baseline is None:
+        raise click.UsageError("nothing to evaluate: --weights none without --baseline")
+    evaluate_detection(dataset, out, split=split, weights=weights, baseline=baseline,
+                       limit=limit, seed=seed)
+    click.echo((out / "summary.md").read_text(), nl=False)
+
+
+@train.command("tracker")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Best model file (.keras); .csv log, .png curves, .state.json beside it.")
+@click.option("--init", type=click.Path(path_type=Path),
+              help="Detector .keras (trunk copied by layer name) or tracker .keras to continue.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Batches per epoch.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--crop", default=256, show_default=True, type=click.IntRange(min=16),
+              help="Training crop side (multiple of 16).")
+@click.option("--seed", default=0, show_default=True, help="Seed of crops and augmentation.")
+@click.option("--lr", "learning_rate", default=5e-4, show_default=True, help="Adam step size.")
+@click.option("--variant", default="costvolume", show_default=True,
+              type=click.Choice(["costvolume", "subtract"]),
+              help="Cost volume + residual head, or the paper's plain subtraction merge.")
+@click.option("--min-scale", default=0.5, show_default=True, type=click.FloatRange(0.05, 1),
+              help="Pairs are resized by a random factor in [min-scale, 1] before cropping.")
+@click.option("--synthetic", "synthetic_fraction", default=0.0, show_default=True,
+              type=click.FloatRange(0, 1), help="Share of pairs warped on the fly from t0 photos.")
+@click.option("--val-limit", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Validation pairs per epoch.")
+def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, learning_rate,
+                          variant, min_scale, synthetic_fraction, val_limit):
+    """Train the siamese tracker on DATASET's pairs (resumes when OUT has a state file)."""
+    from lesiontrack.train_tracker import train_tracker
+
+    history = train_tracker(dataset, out, init=init, epochs=epochs, steps=steps, batch=batch,
+                            crop=crop, seed=seed, learning_rate=learning_rate, variant=variant,
+                            scale_range=(min_scale, 1.0), synthetic_fraction=synthetic_fraction,
+                            val_limit=val_limit)
+    if history:
+        last = history[-1]
+        click.echo(f"epoch {last['epoch']}: val EPE {last['val_epe']:.2f} px, "
+                   f"val PCK@0.05 {last['val_pck05']:.3f}; best model in {out}")
+
+
+@main.command("match")
+@click.argument("image0", type=click.Path(path_type=Path))
+@click.argument("image1", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for match.json and match.png.")
+@click.option("--method", default="net", show_default=True,
+              type=click.Choice(["net", "deepflow", "dis", "siftflow", "dsp"]),
+              help="Dense correspondence used to carry lesions from T0 to T1.")
+@click.option("--weights", default="default", show_default=True,
+              help="Tracker weights (.keras) or 'default' (method net).")
+@click.option("--detector-weights", default="default", show_default=True,
+              help="Detector weights (.keras) or 'default'.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Detector P(lesion) threshold.")
+def match_command(image0, image1, out, method, weights, detector_weights, threshold):
+    """Match the lesions of photo IMAGE0 (first visit) to those of IMAGE1 (second visit)."""
+    from synth.io import read_image, write_image, write_json
+
+    from lesiontrack.match import draw_matches, match_lesions
+
+    photo0, photo1 = read_image(image0), read_image(image1)
+    result = match_lesions(photo0, photo1, method=method, weights=weights,
+                           detector_weights=detector_weights, threshold=threshold)
+    result["images"] = [str(image0), str(image1)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "match.json", result)
+    write_image(out / "match.png", draw_matches(photo0, photo1, result))
+    changed = sum(match["changed"] for match in result["matches"])
+    click.echo(f"{len(result['matches'])} matched ({changed} changed), {len(result['gone'])} gone, "
+               f"{len(result['new'])} new; results in {out}")
+
+
+@main.command("flow")
+@click.argument("image0", type=click.Path(path_type=Path))
+@click.argument("image1", type=click.Path(path_type=Path))
+@click.option("--method", default="net", show_default=True,
+              type=click.Choice(["net", "siftflow", "dsp", "deepflow", "dis", "zero"]),
+              help="Dense correspondence method.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Middlebury .flo file for the forward flow IMAGE0 -> IMAGE1.")
+@click.option("--npy", is_flag=True, help="Also write the flow as float32 (H, W, 2) .npy.")
+@click.option("--png", type=click.Path(path_type=Path), help="Also write a colour-coded flow PNG.")
+@click.option("--weights", default="default", show_default=True,
+              help="Tracker weights (.keras) or 'default' (method net).")
+def flow_command(image0, image1, method, out, npy, png, weights):
+    """Dense flow from photo IMAGE0 to photo IMAGE1, at IMAGE0's size, in pixels."""
+    import numpy as np
+
+    from synth.io import read_image, write_flo, write_image
+
+    from lesiontrack.flow import estimate_flow, flow_to_color
+
+    options = {"weights": weights} if method == "net" else {}
+    flow = estimate_flow(read_image(image0), read_image(image1), method=method, **options)
+    write_flo(out, flow)
+    if npy:
+        np.save(out.with_suffix(".npy"), flow)
+    if png:
+        write_image(png, flow_to_color(flow))
+    magnitude = np.hypot(flow[..., 0], flow[..., 1])
+    click.echo(f"{method} flow {flow.shape[1]}x{flow.shape[0]}, median |flow| "
+               f"{np.median(magnitude):.1f} px; written to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

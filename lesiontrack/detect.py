@@ -1,0 +1,306 @@
+"""Lesion detection on photos: heatmap, lesion list, overlay (Li, Esteva et al. 2016, sec. 4).
+
+``detect(image)`` runs the FCN over the whole photo (padded to its stride, tiled when large),
+turns the heatmap into lesions (:mod:`lesiontrack.proposals`) and returns one record per
+lesion. :func:`detect_files` does that for photo files and writes, per photo, the lesion list
+(JSON, or one COCO file for all), an overlay with numbered boxes and a heatmap picture.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from synth.io import InputError, read_image, write_image, write_json
+
+from .proposals import heatmap_to_lesions
+
+log = logging.getLogger(__name__)
+
+# Above this many pixels a photo is processed in overlapping tiles to bound memory.
+MAX_PIXELS = 2048 * 2048
+TILE = 1024
+# Context kept around each tile and cut away afterwards (about the receptive field).
+TILE_MARGIN = 64
+
+BENIGN_COLOUR = np.array([0, 200, 0], np.float32)
+MALIGNANT_COLOUR = np.array([230, 0, 0], np.float32)
+
+
+def _model_stride(model):
+    from .models.fcn import model_stride
+
+    return model_stride(model)
+
+
+def _run(model, image):
+    """Model probabilities float32 (H, W, C) for float32 (H, W, 3) padded to the stride."""
+    return np.asarray(model(image[None], training=False), np.float32)[0]
+
+
+def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TILE_MARGIN):
+    """Class probabilities of every pixel of a photo.
+
+    The photo is reflect-padded to a multiple of the model's stride and the padding cropped
+    from the result. Photos with more than ``max_pixels`` pixels are processed in tiles of
+    ``tile`` x ``tile`` with ``margin`` pixels of context on each side, so that memory stays
+    bounded whatever the photo size.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Detector (:func:`lesiontrack.models.fcn.FCN`).
+    image : ndarray
+        uint8 RGB (H, W, 3).
+    max_pixels, tile, margin : int
+
+    Returns
+    -------
+    ndarray
+        float32 (H, W, 3): P(background), P(benign), P(malignant).
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    stride = _model_stride(model)
+    height, width = image.shape[:2]
+    if height * width <= max_pixels:
+        return _predict_padded(model, image, stride)
+    out = None
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            y0, x0 = max(top - margin, 0), max(left - margin, 0)
+            y1, x1 = min(top + tile + margin, height), min(left + tile + margin, width)
+            probabilities = _predict_padded(model, image[y0:y1, x0:x1], stride)
+            if out is None:
+                out = np.zeros((height, width, probabilities.shape[2]), np.float32)
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            out[top:bottom, left:right] = probabilities[top - y0:bottom - y0, left - x0:right - x0]
+    return out
+
+
+def _predict_padded(model, image, stride):
+    """Reflect-pad to the stride, predict, crop back."""
+    height, width = image.shape[:2]
+    pad_y, pad_x = -height % stride, -width % stride
+    # Reflection needs the pad smaller than the side; tiny photos fall back to edge padding.
+    mode = "reflect" if pad_y < height and pad_x < width else "edge"
+    padded = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode).astype(np.float32)
+    return _run(model, padded)[:height, :width]
+
+
+_MODELS = {}
+
+
+def load_detector(weights="default"):
+    """The detector with ``weights`` ("default" or a path), cached per resolved path."""
+    from .models.fcn import FCN, resolve_weights
+
+    path = resolve_weights(weights).resolve()
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = FCN(weights=path)
+    return _MODELS[key]
+
+
+def detect(image, *, model=None, weights="default", threshold=0.5, return_heatmap=False,
+           **proposal_options):
+    """Find lesions on a photo.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 RGB (H, W, 3).
+    model : keras.Model, optional
+        A loaded detector; otherwise loaded from ``weights``.
+    weights : "default" or path-like
+        Used when ``model`` is None.
+    threshold : float
+        P(lesion) threshold of :func:`lesiontrack.proposals.heatmap_to_lesions`.
+    return_heatmap : bool
+        Also return the float32 (H, W, 3) probabilities.
+    **proposal_options
+        Passed to :func:`lesiontrack.proposals.heatmap_to_lesions` (``min_area``,
+        ``split_depth``, ...).
+
+    Returns
+    -------
+    list of dict, or (list of dict, ndarray)
+        Lesion records (``id``, ``bbox`` [x, y, w, h], ``centroid`` [x, y], ``area_px``,
+        ``score``, ``malignancy``, ``label``).
+    """
+    if model is None:
+        model = load_detector(weights)
+    probabilities = predict_heatmap(model, image)
+    lesions = heatmap_to_lesions(probabilities, threshold=threshold, **proposal_options)
+    return (lesions, probabilities) if return_heatmap else lesions
+
+
+def malignancy_colour(malignancy):
+    """RGB uint8 tuple from green (0, benign) to red (1, malignant)."""
+    t = float(np.clip(malignancy, 0.0, 1.0))
+    return tuple(int(v) for v in (1 - t) * BENIGN_COLOUR + t * MALIGNANT_COLOUR)
+
+
+def draw_overlay(image, lesions):
+    """The photo with a numbered box per lesion, coloured by malignancy, and a legend.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 RGB (H, W, 3).
+    lesions : list of dict
+        Records with ``id``, ``bbox`` and ``malignancy``.
+
+    Returns
+    -------
+    ndarray
+        uint8 RGB (H, W, 3), a new array.
+    """
+    overlay = np.ascontiguousarray(image, np.uint8).copy()
+    height, width = overlay.shape[:2]
+    scale = max(0.35, min(height, width) / 1200)
+    thickness = max(1, int(round(2 * scale)))
+    for lesion in lesions:
+        x, y, w, h = lesion["bbox"]
+        colour = malignancy_colour(lesion["malignancy"])
+        cv2.rectangle(overlay, (x - 1, y - 1), (x + w, y + h), colour, thickness)
+        cv2.putText(overlay, str(lesion["id"]), (x, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, colour, thickness, cv2.LINE_AA)
+    _draw_legend(overlay, scale, thickness)
+    return overlay
+
+
+def _draw_legend(overlay, scale, thickness):
+    """A green-to-red bar labelled benign / malignant in the bottom-left corner."""
+    height, width = overlay.shape[:2]
+    bar_width = max(20, min(int(160 * scale * 2), width - 10))
+    bar_height = max(4, int(10 * scale * 2))
+    x0, y0 = 5, height - bar_height - int(22 * scale * 2) - 5
+    if y0 < 0:
+        return
+    t = np.linspace(0, 1, bar_width)[:, None]
+    bar = ((1 - t) * BENIGN_COLOUR + t * MALIGNANT_COLOUR).astype(np.uint8)
+    overlay[y0:y0 + bar_height, x0:x0 + bar_width] = bar[None]
+    font_scale = 0.8 * scale
+    text_y = y0 + bar_height + int(16 * scale * 2)
+    cv2.putText(overlay, "benign", (x0, text_y), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                (255, 255, 255), max(1, thickness - 1), cv2.LINE_AA)
+    (text_width, _), _ = cv2.getTextSize("malignant", cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    cv2.putText(overlay, "malignant", (x0 + bar_width - text_width, text_y),
+                cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), max(1, thickness - 1),
+                cv2.LINE_AA)
+
+
+def heatmap_image(probabilities, *, colormap="inferno"):
+    """P(lesion) as a colour-mapped RGB uint8 (H, W, 3) picture (0 dark, 1 bright)."""
+    from matplotlib import colormaps
+
+    p_lesion = np.clip(probabilities[..., 1] + probabilities[..., 2], 0.0, 1.0)
+    return (colormaps[colormap](p_lesion)[..., :3] * 255 + 0.5).astype(np.uint8)
+
+
+def _weights_id(path):
+    """Name and short SHA-256 of a weights file, for provenance in the outputs."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return {"path": str(path), "sha256": digest}
+
+
+def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="json",  # noqa: A002
+                 **proposal_options):
+    """Detect lesions on photo files and write the results.
+
+    Every photo is read (and checked) before anything is written, so a bad photo stops the
+    run with no output at all; every file is written atomically.
+
+    Per photo ``<stem>_overlay.png`` (numbered boxes, green benign to red malignant) and
+    ``<stem>_heatmap.png`` (P(lesion)); with ``format="json"`` also ``<stem>.json``
+    (``image``, ``size`` [W, H], ``weights``, ``threshold``, ``lesions``); with
+    ``format="coco"`` one ``annotations.json`` (COCO detections with scores, categories
+    1 benign and 2 malignant).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Photos (JPEG, PNG, TIFF, ...).
+    out_dir : path-like
+    weights : "default" or path-like
+    threshold : float
+    format : {"json", "coco"}
+    **proposal_options
+        Passed to :func:`lesiontrack.proposals.heatmap_to_lesions`.
+
+    Returns
+    -------
+    dict
+        Photo path (str) -> list of lesion records.
+
+    Raises
+    ------
+    InputError
+        Naming the photo or weights file that cannot be used.
+    """
+    if format not in ("json", "coco"):
+        raise ValueError(f"format must be 'json' or 'coco', got {format!r}")
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise InputError(f"{duplicates[0]}: several photos share this name; outputs would clash")
+    sizes = {}
+    for path in paths:
+        height, width = read_image(path).shape[:2]
+        sizes[path] = [width, height]
+    model = load_detector(weights)
+    from .models.fcn import resolve_weights
+
+    weights_info = _weights_id(resolve_weights(weights))
+    out_dir = Path(out_dir)
+    results = {}
+    coco_images, coco_annotations = [], []
+    for image_id, path in enumerate(tqdm(paths, desc="detect", unit="photo",
+                                         disable=not sys.stderr.isatty()), start=1):
+        image = read_image(path)
+        lesions, probabilities = detect(image, model=model, threshold=threshold,
+                                        return_heatmap=True, **proposal_options)
+        results[str(path)] = lesions
+        write_image(out_dir / f"{path.stem}_overlay.png", draw_overlay(image, lesions))
+        write_image(out_dir / f"{path.stem}_heatmap.png", heatmap_image(probabilities))
+        if format == "json":
+            write_json(out_dir / f"{path.stem}.json", {
+                "image": str(path), "size": sizes[path], "weights": weights_info,
+                "threshold": threshold, "lesions": lesions})
+        else:
+            coco_images.append({"id": image_id, "file_name": path.name,
+                                "width": sizes[path][0], "height": sizes[path][1]})
+            for lesion in lesions:
+                coco_annotations.append({
+                    "id": len(coco_annotations) + 1, "image_id": image_id,
+                    "category_id": 2 if lesion["label"] == "malignant" else 1,
+                    "bbox": lesion["bbox"], "area": lesion["area_px"], "iscrowd": 0,
+                    "score": lesion["score"], "malignancy": lesion["malignancy"]})
+        log.info("%s: %d lesions", path, len(lesions))
+    if format == "coco":
+        write_json(out_dir / "annotations.json", {
+            "info": {"description": "lesiontrack detections", "weights": weights_info,
+                     "threshold": threshold},
+            "images": coco_images, "annotations": coco_annotations,
+            "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]})
+    return results
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``lesiontrack.detect(image)`` work although ``lesiontrack.detect`` is a module."""
+
+    def __call__(self, *args, **kwargs):
+        return detect(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,449 @@
+"""Detection evaluation: FROC, malignant-vs-benign ROC and pixel ROC (Li, Esteva et al. 2016
+fig. 4), for the FCN detector and the sliding-window baseline on the same images.
+
+Sources:
+
+* a synthesized dataset (``dataset.json`` + ``manifest.jsonl``): lesion boxes, malignancy and
+  diagnosis from the manifest, label maps for the pixel ROC;
+* any folder of photos with a COCO ``annotations.json``: boxes, and malignancy from the
+  category name (``benign`` / ``malignant``) or a ``malignant`` attribute of the annotation
+  (``annotation["malignant"]`` or ``annotation["attributes"]["malignant"]``); an optional
+  ``diagnosis`` the same way. Photos are looked up beside the file or under ``images/``.
+  Without label maps there is no pixel ROC.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from lesiontrack import metrics, plots
+from synth.io import (COCO_ANNOTATIONS, InputError, atomic_path, is_dataset, read_image,
+                      read_json, read_label_map, read_manifest, write_json)
+
+log = logging.getLogger(__name__)
+
+FP_RATES = (0.5, 1.0, 2.0, 4.0)
+LOW_THRESHOLD = 0.05  # detections are kept down to this score so the FROC sweeps the score
+FCN_NAME = "FCN"
+BASELINE_NAME = "sliding window"
+
+
+@dataclass
+class AnnotatedImage:
+    """One evaluation image and its true lesions.
+
+    Attributes
+    ----------
+    id : str
+    image : Path
+    labels : Path or None
+        uint8 label map for the pixel ROC, when the source has one.
+    boxes : ndarray
+        float (M, 4), [x, y, w, h].
+    malignant : list
+        Per lesion True, False or None (unknown).
+    diagnosis : list
+        Per lesion a diagnosis string or None.
+    """
+
+    id: str
+    image: Path
+    labels: Path | None
+    boxes: np.ndarray
+    malignant: list = field(default_factory=list)
+    diagnosis: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _from_dataset(root: Path, split: str | None) -> list[AnnotatedImage]:
+    """Annotated images from a synthesized dataset's manifest."""
+    items = []
+    for record in read_manifest(root):
+        if split is not None and record.get("split") != split:
+            continue
+        lesions = record.get("lesions", [])
+        items.append(AnnotatedImage(
+            id=str(record["id"]), image=root / record["image"],
+            labels=root / record["labels"] if record.get("labels") else None,
+            boxes=np.asarray([lesion["bbox"] for lesion in lesions], float).reshape(-1, 4),
+            malignant=[_malignant_flag(lesion) for lesion in lesions],
+            diagnosis=[lesion.get("diagnosis") for lesion in lesions]))
+    return items
+
+
+def _malignant_flag(record: dict):
+    """True/False/None from a lesion record's ``malignant`` or ``label`` field."""
+    for holder in (record, record.get("attributes") or {}):
+        if "malignant" in holder and holder["malignant"] is not None:
+            value = holder["malignant"]
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "malignant")
+            return bool(value)
+    if record.get("label") in (1, 2):
+        return record["label"] == 2
+    return None
+
+
+def _from_coco(root: Path) -> list[AnnotatedImage]:
+    """Annotated images from a folder with a COCO annotations.json."""
+    path = root / COCO_ANNOTATIONS
+    coco = read_json(path)
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise InputError(f"{path}: not a COCO annotation file (no 'images' list)")
+    categories = {c.get("id"): str(c.get("name", "")).strip().lower()
+                  for c in coco.get("categories", []) if isinstance(c, dict)}
+    by_image = {}
+    for annotation in coco.get("annotations", []):
+        try:
+            box = [float(v) for v in annotation["bbox"]]
+            image_id = annotation["image_id"]
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: annotation without a valid bbox/image_id: "
+                             f"{str(annotation)[:80]}") from None
+        if len(box) != 4:
+            raise InputError(f"{path}: bbox must be [x, y, w, h], got {box}")
+        name = categories.get(annotation.get("category_id"), "")
+        if name in ("malignant", "benign"):
+            malignant = name == "malignant"
+        else:
+            malignant = _malignant_flag({k: v for k, v in annotation.items() if k != "label"})
+        attributes = annotation.get("attributes") or {}
+        diagnosis = annotation.get("diagnosis", attributes.get("diagnosis"))
+        by_image.setdefault(image_id, []).append((box, malignant, diagnosis))
+    items = []
+    for entry in coco["images"]:
+        try:
+            name = entry["file_name"]
+        except (KeyError, TypeError):
+            raise InputError(f"{path}: image entry without file_name: {str(entry)[:80]}") from None
+        candidates = [root / name, root / "images" / name]
+        image = next((c for c in candidates if c.is_file()), None)
+        if image is None:
+            raise InputError(f"{candidates[0]}: no such file (listed in {path})")
+        lesions = by_image.get(entry.get("id"), [])
+        items.append(AnnotatedImage(
+            id=str(entry.get("id", name)), image=image, labels=None,
+            boxes=np.asarray([b for b, _, _ in lesions], float).reshape(-1, 4),
+            malignant=[m for _, m, _ in lesions], diagnosis=[d for _, _, d in lesions]))
+    return items
+
+
+def read_detection_truth(source, *, split="test", limit=None) -> list[AnnotatedImage]:
+    """The images of a synthesized dataset's split or of a COCO-annotated photo folder.
+
+    Parameters
+    ----------
+    source : path-like
+        Dataset root (``dataset.json``) or folder with ``annotations.json``.
+    split : str or None
+        Split of a synthesized dataset (ignored for COCO folders); None takes every sample.
+    limit : int, optional
+        Keep the first ``limit`` images.
+
+    Returns
+    -------
+    list of AnnotatedImage
+    """
+    root = Path(source)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder")
+    if is_dataset(root):
+        items = _from_dataset(root, split)
+    elif (root / COCO_ANNOTATIONS).is_file():
+        items = _from_coco(root)
+    else:
+        raise InputError(f"{root}: neither a synthesized dataset (dataset.json) nor a folder "
+                         f"with {COCO_ANNOTATIONS}")
+    if limit is not None:
+        items = items[: int(limit)]
+    if not items:
+        raise InputError(f"{root}: no images to evaluate (split '{split}')")
+    return items
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def _fcn_runner(weights, *, threshold=LOW_THRESHOLD):
+    """A function image -> (lesions, lesion heatmap (H, W)) for the FCN detector."""
+    from lesiontrack.detect import detect, load_detector
+
+    model = load_detector(weights)
+
+    def run(image):
+        lesions, probabilities = detect(image, model=model, threshold=threshold,
+                                        return_heatmap=True)
+        probabilities = np.asarray(probabilities)
+        # Lesion score of a pixel: P(benign) + P(malignant) = 1 - P(background).
+        return lesions, 1.0 - probabilities[:, :, 0]
+
+    return run
+
+
+def _baseline_runner(path, *, threshold=LOW_THRESHOLD):
+    """A function image -> (lesions, heatmap) for the sliding-window baseline."""
+    from lesiontrack.baselines.sliding_window import (detect_sliding_window,
+                                                      load_sliding_window,
+                                                      sliding_window_heatmap)
+
+    model = load_sliding_window(path)
+
+    def run(image):
+        return (detect_sliding_window(image, model, threshold=threshold),
+                sliding_window_heatmap(image, model))
+
+    return run
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _finite(value):
+    """None for nan/inf (JSON has no NaN), float otherwise."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _decimate(*arrays, max_points=400):
+    """Keep at most ``max_points`` evenly spaced points of parallel curves (ends kept)."""
+    size = len(arrays[0])
+    if size <= max_points:
+        return [np.asarray(a).tolist() for a in arrays]
+    index = np.unique(np.linspace(0, size - 1, max_points).round().astype(int))
+    return [np.asarray(a)[index].tolist() for a in arrays]
+
+
+def score_detections(items, predictions, heatmaps, label_maps, *, rng, thresholds=None,
+                     fp_rates=FP_RATES) -> dict:
+    """All detection figures of one method.
+
+    Parameters
+    ----------
+    items : list of AnnotatedImage
+    predictions : list of list of dict
+        Per image the detected lesions (``centroid``, ``score``, ``malignancy``).
+    heatmaps, label_maps : list of ndarray
+        float (H, W) lesion scores and uint8 (H, W) label maps of the images that have label
+        maps (may be empty).
+    rng : numpy.random.Generator
+        Pixel subsample of the pixel ROC.
+    thresholds : array_like, optional
+        FROC thresholds; default every distinct score.
+    fp_rates : sequence of float
+
+    Returns
+    -------
+    dict
+        ``froc`` curve, ``sensitivity_at_fp``, ``mean_sensitivity``, ``operating_point``,
+        ``per_diagnosis``, ``roc_malignant``, ``roc_pixel`` (curves and AUCs), counts.
+    """
+    per_image = []
+    lesion_best, lesion_malignancy = [], []  # per true lesion: matched score, malignancy
+    for item, lesions in zip(items, predictions):
+        centroids = np.asarray([d["centroid"] for d in lesions], float).reshape(-1, 2)
+        scores = np.asarray([d["score"] for d in lesions], float)
+        malignancy = np.asarray([d.get("malignancy", np.nan) for d in lesions], float)
+        per_image.append((centroids, scores))
+        _, true_to_pred, _ = metrics.match_detections(centroids, item.boxes, scores=scores)
+        found = true_to_pred >= 0
+        lesion_best.append(np.where(found, scores[np.maximum(true_to_pred, 0)]
+                                    if len(scores) else 0.0, -np.inf))
+        lesion_malignancy.append(np.where(found, malignancy[np.maximum(true_to_pred, 0)]
+                                          if len(scores) else 0.0, np.nan))
+    fp, sens, used = metrics.froc(per_image, [item.boxes for item in items],
+                                  thresholds=thresholds)
+    lesion_best = np.concatenate(lesion_best) if lesion_best else np.zeros(0)
+    lesion_malignancy = np.concatenate(lesion_malignancy) if lesion_malignancy else np.zeros(0)
+    at_fp = {f"{rate:g}": metrics.sensitivity_at_fp(fp, sens, rate) for rate in fp_rates}
+
+    # Operating point: best sensitivity within 1 false positive per image (highest threshold
+    # on ties); per-diagnosis sensitivity is read there.
+    within = np.flatnonzero(fp <= 1.0 + 1e-12)
+    if within.size:
+        best = within[np.argmax(sens[within])]
+        threshold = float(used[best])
+        point = {"threshold": threshold, "fp_per_image": float(fp[best]),
+                 "sensitivity": float(sens[best])}
+    else:
+        threshold = math.inf
+        point = {"threshold": None, "fp_per_image": 0.0, "sensitivity": 0.0}
+    found_at_point = lesion_best >= threshold
+    diagnoses = [d for item in items for d in item.diagnosis]
+    per_diagnosis = {}
+    for name in sorted({str(d) for d in diagnoses if d is not None}):
+        mask = np.asarray([str(d) == name if d is not None else False for d in diagnoses])
+        per_diagnosis[name] = {"lesions": int(mask.sum()),
+                               "found": int(found_at_point[mask].sum()),
+                               "sensitivity": float(found_at_point[mask].mean())}
+
+    # Lesion-level ROC of malignant vs benign over the true lesions found by any detection
+    # (Li, Esteva et al. 2016 fig. 4): score = the matched detection's malignancy.
+    flags = [m for item in items for m in item.malignant]
+    known = np.asarray([m is not None for m in flags], bool)
+    truth = np.asarray([bool(m) for m in flags], bool)
+    usable = known & np.isfinite(lesion_malignancy) & (lesion_best > -np.inf)
+    fpr, tpr, _ = metrics.roc_curve(lesion_malignancy[usable], truth[usable])
+    n_malignant, n_benign = int(truth[usable].sum()), int((~truth[usable]).sum())
+    malignant_auc = metrics.auc(fpr, tpr) if n_malignant and n_benign else float("nan")
+
+    if heatmaps:
+        pfpr, ptpr, _ = metrics.pixel_roc(heatmaps, label_maps, rng=rng)
+        positives = any(np.isin(labels, (1, 2)).any() for labels in label_maps)
+        negatives = any((labels == 0).any() for labels in label_maps)
+        pixel_auc = metrics.auc(pfpr, ptpr) if positives and negatives else float("nan")
+    else:
+        pfpr, ptpr, pixel_auc = np.zeros(0), np.zeros(0), float("nan")
+
+    froc_fp, froc_sens, froc_thr = _decimate(fp, sens, used)
+    mfpr, mtpr = _decimate(fpr, tpr)
+    pfpr_list, ptpr_list = _decimate(pfpr, ptpr)
+    return {
+        "num_detections": int(sum(len(p) for p in predictions)),
+        "lesions_found_any_score": int((lesion_best > -np.inf).sum()),
+        "sensitivity_at_fp": at_fp,
+        "mean_sensitivity": float(np.mean(list(at_fp.values()))) if at_fp else None,
+        "operating_point": point,
+        "per_diagnosis": per_diagnosis,
+        "froc": {"fp_per_image": froc_fp, "sensitivity": froc_sens, "thresholds": froc_thr},
+        "roc_malignant": {"auc": _finite(malignant_auc), "malignant": n_malignant,
+                          "benign": n_benign, "fpr": mfpr, "tpr": mtpr},
+        "roc_pixel": {"auc": _finite(pixel_auc), "fpr": pfpr_list, "tpr": ptpr_list},
+        "_curves": {"froc": (fp, sens), "roc_malignant": (fpr, tpr, malignant_auc),
+                    "roc_pixel": (pfpr, ptpr, pixel_auc)},
+    }
+
+
+def _run_method(name, runner, items, *, rng, thresholds):
+    """Run one detector over every image and score it."""
+    predictions, heatmaps, label_maps = [], [], []
+    started = time.perf_counter()
+    for item in tqdm(items, desc=name, unit="image", leave=False):
+        image = read_image(item.image)
+        lesions, heatmap = runner(image)
+        predictions.append(list(lesions))
+        if item.labels is not None:
+            labels = read_label_map(item.labels)
+            heatmap = np.asarray(heatmap, np.float32)
+            if heatmap.shape != labels.shape:
+                heatmap = cv2.resize(heatmap, (labels.shape[1], labels.shape[0]),
+                                     interpolation=cv2.INTER_LINEAR)
+            heatmaps.append(heatmap)
+            label_maps.append(labels)
+    elapsed = time.perf_counter() - started
+    result = score_detections(items, predictions, heatmaps, label_maps, rng=rng,
+                              thresholds=thresholds)
+    result["seconds_per_image"] = elapsed / max(len(items), 1)
+    return result
+
+
+def _summary_table(results: dict, counts: dict) -> str:
+    """Markdown table of the headline figures."""
+    def cell(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    rates = [f"{rate:g}" for rate in FP_RATES]
+    lines = [
+        "# Detection evaluation", "",
+        f"{counts['images']} images, {counts['lesions']} lesions ({counts['malignant']} "
+        f"malignant, {counts['benign']} benign, {counts['unknown']} unknown).", "",
+        "| method | " + " | ".join(f"sens@{r} FP" for r in rates)
+        + " | AUC malignant | AUC pixel | s/image |",
+        "|---|" + "---|" * (len(rates) + 3),
+    ]
+    for name, result in results.items():
+        lines.append(
+            f"| {name} | " + " | ".join(cell(result["sensitivity_at_fp"][r]) for r in rates)
+            + f" | {cell(result['roc_malignant']['auc'])} | {cell(result['roc_pixel']['auc'])}"
+            f" | {result['seconds_per_image']:.2f} |")
+    diagnoses = sorted({d for result in results.values() for d in result["per_diagnosis"]})
+    if diagnoses:
+        lines += ["", "Sensitivity per diagnosis at the best operating point within 1 FP/image:",
+                  "", "| method | " + " | ".join(diagnoses) + " |",
+                  "|---|" + "---|" * len(diagnoses)]
+        for name, result in results.items():
+            row = []
+            for diagnosis in diagnoses:
+                entry = result["per_diagnosis"].get(diagnosis)
+                row.append("n/a" if entry is None else
+                           f"{entry['sensitivity']:.2f} ({entry['found']}/{entry['lesions']})")
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_detection(source, out_dir, *, split="test", weights="default", baseline=None,
+                       limit=None, threshold_grid=None, detection_threshold=LOW_THRESHOLD,
+                       seed=0) -> dict:
+    """Evaluate the FCN detector and/or the sliding-window baseline and write the figures.
+
+    Parameters
+    ----------
+    source : path-like
+        Synthesized dataset root or a photo folder with a COCO ``annotations.json``.
+    out_dir : path-like
+        Receives ``froc.png``, ``roc_malignant.png``, ``roc_pixel.png`` (all methods on the
+        same axes), ``metrics.json`` and ``summary.md``.
+    split : str
+        Split of a synthesized dataset.
+    weights : "default", path-like or None
+        FCN detector weights; None skips the FCN.
+    baseline : path-like, optional
+        Sliding-window model (.npz) to evaluate alongside.
+    limit : int, optional
+        Evaluate the first ``limit`` images.
+    threshold_grid : array_like, optional
+        FROC score thresholds; default every distinct score (exact curve).
+    detection_threshold : float
+        Lowest score a detection is kept at; the FROC sweeps the scores above it.
+    seed : int
+        Seeds the pixel subsample of the pixel ROC.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+    """
+    runners = {}
+    if weights is not None:
+        runners[FCN_NAME] = lambda: _fcn_runner(weights, threshold=detection_threshold)
+    if baseline is not None:
+        runners[BASELINE_NAME] = lambda: _baseline_runner(baseline, threshold=detection_threshold)
+    if not runners:
+        raise ValueError("nothing to evaluate: give detector weights and/or a baseline model")
+    items = read_detection_truth(source, split=split, limit=limit)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flags = [m for item in items for m in item.malignant]
+    counts = {"images": len(items), "lesions": len(flags),
+              "malignant": sum(1 for m in flags if m is True),
+              "benign": sum(1 for m in flags if m is False),
+              "unknown": sum(1 for m in flags if m is None)}
+    results = {}
+    for name, make in runners.items():
+        log.info("evaluating %s on %d images", name, len(items))
+        results[name] = _run_method(name, make(), items, rng=np.random.default_rng(seed),
+                                    thresholds=threshold_grid)
+    curves = {name: result.pop("_curves") for name, result in results.items()}
+    plots.plot_froc({name: c["froc"] for name, c in curves.items()}, out_dir / "froc.png",
+                    title="FROC (lesion centroid inside the true box)")
+    plots.plot_roc({name: c["roc_malignant"] for name, c in curves.items()},
+                   out_dir / "roc_malignant.png", title="Malignant vs benign (found lesions)")
+    plots.plot_roc({name: c["roc_pixel"] for name, c in curves.items() if len(c["roc_pixel"][0])},
+                   out_dir / "roc_pixel.png", title="Lesion vs background pixels")
+    report = {
+        "source": str(source), "split": split if is_dataset(source) else None,
+        "detection_threshold": detection_threshold, "fp_rates": list(FP_RATES),
+        "counts": counts, "methods": results,
+    }
+    write_json(out_dir / "metrics.json", report)
+    with atomic_path(out_dir / "summary.md") as tmp:
+        tmp.write_text(_summary_table(results, counts))
+    return report

@@ -1,0 +1,504 @@
+"""Evaluation metrics, in numpy (no file access).
+
+Detection (FROC, lesion- and pixel-level ROC) and tracking (PCK) figures of Li, Esteva et al.
+2016; each section below is self-contained.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# =========================================================================== Detection metrics
+#
+# Li, Esteva et al. 2016 fig. 4 compare detectors by FROC (sensitivity against false positives
+# per image) and by ROC of malignant against benign. A prediction counts as a hit when its
+# centroid falls inside a true lesion's box [x, y, w, h] (COCO, pixels).
+
+
+def centroid_in_boxes(centroids, boxes) -> np.ndarray:
+    """Which centroids fall inside which boxes (edges included).
+
+    Parameters
+    ----------
+    centroids : array_like
+        float (N, 2) as [x, y] in pixels.
+    boxes : array_like
+        float (M, 4) as [x, y, w, h] in pixels.
+
+    Returns
+    -------
+    ndarray
+        bool (N, M).
+    """
+    centroids = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x, y = centroids[:, 0:1], centroids[:, 1:2]
+    return ((x >= boxes[:, 0]) & (x <= boxes[:, 0] + boxes[:, 2])
+            & (y >= boxes[:, 1]) & (y <= boxes[:, 1] + boxes[:, 3]))
+
+
+def match_detections(pred_centroids, true_boxes, *, scores=None):
+    """Match predicted lesions to true lesions, greedily by descending score.
+
+    A prediction matches a true lesion when its centroid falls inside the lesion's box; each
+    true lesion is matched at most once. Predictions are taken highest score first (ties keep
+    input order); a prediction inside several free boxes takes the one whose centre is
+    nearest. A prediction whose centroid lies only inside boxes already matched is a
+    *duplicate* (a second detection of a found lesion), not a hit.
+
+    Parameters
+    ----------
+    pred_centroids : array_like
+        float (N, 2), [x, y] pixels.
+    true_boxes : array_like
+        float (M, 4), [x, y, w, h] pixels.
+    scores : array_like, optional
+        float (N,); order of matching. Default: input order.
+
+    Returns
+    -------
+    pred_to_true : ndarray
+        int (N,), index of the matched true lesion or -1.
+    true_to_pred : ndarray
+        int (M,), index of the matching prediction or -1.
+    duplicate : ndarray
+        bool (N,), unmatched predictions whose centroid lies in an already matched box.
+    """
+    centroids = np.asarray(pred_centroids, dtype=np.float64).reshape(-1, 2)
+    boxes = np.asarray(true_boxes, dtype=np.float64).reshape(-1, 4)
+    n_pred, n_true = len(centroids), len(boxes)
+    if scores is None:
+        order = np.arange(n_pred)
+    else:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if len(scores) != n_pred:
+            raise ValueError(f"{len(scores)} scores for {n_pred} predictions")
+        order = np.argsort(-scores, kind="stable")
+    inside = centroid_in_boxes(centroids, boxes)
+    centres = boxes[:, :2] + boxes[:, 2:] / 2.0
+    pred_to_true = np.full(n_pred, -1, dtype=np.int64)
+    true_to_pred = np.full(n_true, -1, dtype=np.int64)
+    duplicate = np.zeros(n_pred, dtype=bool)
+    for index in order:
+        candidates = np.flatnonzero(inside[index])
+        if candidates.size == 0:
+            continue
+        free = candidates[true_to_pred[candidates] < 0]
+        if free.size == 0:
+            duplicate[index] = True
+            continue
+        distance = np.sum((centres[free] - centroids[index]) ** 2, axis=1)
+        chosen = free[int(np.argmin(distance))]
+        pred_to_true[index] = chosen
+        true_to_pred[chosen] = index
+    return pred_to_true, true_to_pred, duplicate
+
+
+def froc(per_image_predictions, per_image_truths, *, thresholds=None,
+         duplicates_are_false_positives=False):
+    """Free-response ROC: sensitivity against mean false positives per image.
+
+    Parameters
+    ----------
+    per_image_predictions : sequence of (centroids, scores)
+        Per image: float (N, 2) [x, y] centroids and float (N,) scores.
+    per_image_truths : sequence of array_like
+        Per image: float (M, 4) true boxes [x, y, w, h].
+    thresholds : array_like, optional
+        Score thresholds; a prediction is kept when ``score >= threshold``. Default: every
+        distinct score of a hit or a counted false positive, descending (the exact curve).
+    duplicates_are_false_positives : bool
+        Count second detections of an already found lesion as false positives. Default False
+        (they are ignored, as in the CAMELYON16 FROC).
+
+    Returns
+    -------
+    fp_per_image : ndarray
+        float (T,), in the order of ``thresholds``.
+    sensitivity : ndarray
+        float (T,), found true lesions / all true lesions (0 when there are none).
+    thresholds : ndarray
+        float (T,).
+
+    Notes
+    -----
+    Greedy matching by descending score makes the matching at any threshold the prefix of the
+    matching with every prediction, so each image is matched once.
+    """
+    if len(per_image_predictions) != len(per_image_truths):
+        raise ValueError(f"{len(per_image_predictions)} predicted images for "
+                         f"{len(per_image_truths)} annotated images")
+    hit_scores, fp_scores, n_true = [], [], 0
+    for (centroids, scores), boxes in zip(per_image_predictions, per_image_truths):
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        pred_to_true, _, duplicate = match_detections(centroids, boxes, scores=scores)
+        n_true += len(np.asarray(boxes).reshape(-1, 4))
+        hit_scores.append(scores[pred_to_true >= 0])
+        false = pred_to_true < 0
+        if not duplicates_are_false_positives:
+            false &= ~duplicate
+        fp_scores.append(scores[false])
+    hit_scores = np.sort(np.concatenate(hit_scores)) if hit_scores else np.zeros(0)
+    fp_scores = np.sort(np.concatenate(fp_scores)) if fp_scores else np.zeros(0)
+    if thresholds is None:
+        thresholds = np.unique(np.concatenate([hit_scores, fp_scores]))[::-1]
+    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    # Counts of scores >= t via binary search on the sorted scores.
+    hits = len(hit_scores) - np.searchsorted(hit_scores, thresholds, side="left")
+    fps = len(fp_scores) - np.searchsorted(fp_scores, thresholds, side="left")
+    n_images = max(len(per_image_truths), 1)
+    sensitivity = hits / n_true if n_true else np.zeros(len(thresholds))
+    return fps / n_images, np.asarray(sensitivity, dtype=np.float64), thresholds
+
+
+def sensitivity_at_fp(fp_per_image, sensitivity, fp_rate=1.0) -> float:
+    """Best sensitivity reached at no more than ``fp_rate`` false positives per image.
+
+    Parameters
+    ----------
+    fp_per_image, sensitivity : array_like
+        float (T,), an FROC curve (any order).
+    fp_rate : float
+        Allowed mean false positives per image.
+
+    Returns
+    -------
+    float
+        0 when no operating point is within the budget.
+    """
+    fp_per_image = np.asarray(fp_per_image, dtype=np.float64)
+    sensitivity = np.asarray(sensitivity, dtype=np.float64)
+    within = fp_per_image <= fp_rate + 1e-12
+    return float(sensitivity[within].max()) if within.any() else 0.0
+
+
+def roc_curve(scores, labels):
+    """Receiver operating characteristic with tied scores grouped.
+
+    Parameters
+    ----------
+    scores : array_like
+        float (N,), higher means positive.
+    labels : array_like
+        (N,), truthy = positive.
+
+    Returns
+    -------
+    fpr, tpr : ndarray
+        float (T + 1,), starting at (0, 0) and ending at (1, 1) (a rate is 0 when its class
+        is empty).
+    thresholds : ndarray
+        float (T + 1,), ``inf`` then the distinct scores descending; point k counts
+        ``score >= thresholds[k]`` as positive.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1).astype(bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f"{scores.size} scores for {labels.size} labels")
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    # Last index of each run of equal scores: a tie moves both rates at once.
+    last = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1] if scores.size else \
+        np.zeros(0, dtype=np.int64)
+    tps = np.cumsum(labels)[last] if scores.size else np.zeros(0)
+    fps = (last + 1) - tps
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.zeros(len(last) + 1)
+    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.zeros(len(last) + 1)
+    return fpr.astype(np.float64), tpr.astype(np.float64), np.r_[np.inf, scores[last]]
+
+
+def auc(fpr, tpr) -> float:
+    """Area under a curve by the trapezoid rule (x must be monotonic).
+
+    Parameters
+    ----------
+    fpr, tpr : array_like
+        float (T,).
+
+    Returns
+    -------
+    float
+        nan for fewer than two points.
+    """
+    x = np.asarray(fpr, dtype=np.float64)
+    y = np.asarray(tpr, dtype=np.float64)
+    if x.size < 2:
+        return float("nan")
+    area = float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+    return abs(area)
+
+
+def pixel_roc(heatmaps, label_maps, *, rng, max_pixels_per_image=20000):
+    """Pixel-level ROC of lesion (benign or malignant) against background.
+
+    Parameters
+    ----------
+    heatmaps : sequence of ndarray
+        float (H, W) lesion scores per image.
+    label_maps : sequence of ndarray
+        uint8 (H, W): 0 background, 1 benign, 2 malignant, 255 ignored.
+    rng : numpy.random.Generator
+        Draws the pixel subsample.
+    max_pixels_per_image : int
+        Pixels kept per image (uniformly drawn among the non-ignored ones), for memory.
+
+    Returns
+    -------
+    fpr, tpr, thresholds : ndarray
+        As :func:`roc_curve`.
+    """
+    all_scores, all_labels = [], []
+    for heatmap, labels in zip(heatmaps, label_maps):
+        heatmap = np.asarray(heatmap, dtype=np.float64)
+        labels = np.asarray(labels)
+        if heatmap.shape != labels.shape:
+            raise ValueError(f"heatmap {heatmap.shape} and label map {labels.shape} differ")
+        keep = np.flatnonzero(labels.reshape(-1) != 255)
+        if keep.size > max_pixels_per_image:
+            keep = rng.choice(keep, size=max_pixels_per_image, replace=False)
+        all_scores.append(heatmap.reshape(-1)[keep])
+        all_labels.append(np.isin(labels.reshape(-1)[keep], (1, 2)))
+    if not all_scores:
+        return roc_curve([], [])
+    return roc_curve(np.concatenate(all_scores), np.concatenate(all_labels))
+
+# ======================================================================= end Detection metrics
+
+# ============================================================================ Tracking metrics
+#
+# Li, Esteva et al. 2016 (fig. 6) and Long, Zhang, Darrell (NIPS 2014) score dense
+# correspondence by the percentage of correct keypoints (PCK): a transferred keypoint is correct
+# when it lands within alpha * L of its true position, L the image diagonal.
+
+
+def pck(pred_points, true_points, *, alpha, diagonal) -> float:
+    """Percentage (fraction) of correct keypoints.
+
+    Parameters
+    ----------
+    pred_points, true_points : array_like
+        float (N, 2), [x, y] pixels.
+    alpha : float
+        Tolerance as a fraction of the diagonal.
+    diagonal : float or array_like
+        L in pixels: one value, or float (N,) per keypoint (pooling images of several sizes).
+
+    Returns
+    -------
+    float
+        Fraction with ``||pred - true|| <= alpha * L``; nan when there are no keypoints.
+    """
+    errors, diagonal = _point_errors(pred_points, true_points, diagonal)
+    if errors.size == 0:
+        return float("nan")
+    return float(np.mean(errors <= alpha * diagonal))
+
+
+def pck_curve(pred_points, true_points, *, alphas, diagonal) -> np.ndarray:
+    """PCK at each tolerance of ``alphas``.
+
+    Parameters
+    ----------
+    pred_points, true_points, diagonal :
+        As :func:`pck`.
+    alphas : array_like
+        float (A,) tolerances.
+
+    Returns
+    -------
+    ndarray
+        float (A,); nan when there are no keypoints.
+    """
+    errors, diagonal = _point_errors(pred_points, true_points, diagonal)
+    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if errors.size == 0:
+        return np.full(alphas.shape, np.nan)
+    return np.mean(errors[None, :] <= alphas[:, None] * diagonal, axis=1)
+
+
+def _point_errors(pred_points, true_points, diagonal):
+    """Euclidean errors (N,) and a diagonal broadcastable to them."""
+    pred = np.asarray(pred_points, dtype=np.float64).reshape(-1, 2)
+    true = np.asarray(true_points, dtype=np.float64).reshape(-1, 2)
+    if pred.shape != true.shape:
+        raise ValueError(f"{len(pred)} predicted points for {len(true)} true points")
+    diagonal = np.asarray(diagonal, dtype=np.float64)
+    if diagonal.ndim and diagonal.shape != (len(pred),):
+        raise ValueError(f"diagonal must be one value or one per point, got {diagonal.shape}")
+    return np.hypot(*(pred - true).T), diagonal
+
+
+def endpoint_error(flow, flow_true, valid=None) -> float:
+    """Mean end-point error ||flow - flow_true|| over the valid pixels.
+
+    Parameters
+    ----------
+    flow, flow_true : array_like
+        float (H, W, 2).
+    valid : array_like, optional
+        bool (H, W); every pixel if omitted. Non-finite true flow is never counted.
+
+    Returns
+    -------
+    float
+        Pixels; nan when no pixel counts.
+    """
+    flow = np.asarray(flow, dtype=np.float64)
+    flow_true = np.asarray(flow_true, dtype=np.float64)
+    if flow.shape != flow_true.shape or flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flows must both be (H, W, 2), got {flow.shape} and {flow_true.shape}")
+    mask = np.isfinite(flow_true).all(axis=2)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != flow.shape[:2]:
+            raise ValueError(f"valid mask {valid.shape} does not match flow {flow.shape[:2]}")
+        mask &= valid
+    if not mask.any():
+        return float("nan")
+    return float(np.mean(np.hypot(*(flow[mask] - flow_true[mask]).T)))
+
+
+def sample_flow(flow, points) -> np.ndarray:
+    """Flow vectors at subpixel points, by bilinear interpolation (clamped at the borders).
+
+    Parameters
+    ----------
+    flow : array_like
+        float (H, W, 2).
+    points : array_like
+        float (N, 2), [x, y] pixels.
+
+    Returns
+    -------
+    ndarray
+        float64 (N, 2), [dx, dy].
+    """
+    flow = np.asarray(flow, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    height, width = flow.shape[:2]
+    x = np.clip(points[:, 0], 0, width - 1)
+    y = np.clip(points[:, 1], 0, height - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), max(width - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(np.int64), max(height - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    return ((1 - fy) * ((1 - fx) * flow[y0, x0] + fx * flow[y0, x1])
+            + fy * ((1 - fx) * flow[y1, x0] + fx * flow[y1, x1]))
+
+
+def carry_points(flow, points) -> np.ndarray:
+    """Carry t0 points to t1 along a forward flow: ``p + flow(p)``, bilinear at subpixels.
+
+    Parameters
+    ----------
+    flow : array_like
+        float (H, W, 2), forward t0 -> t1.
+    points : array_like
+        float (N, 2), [x, y] pixels in t0.
+
+    Returns
+    -------
+    ndarray
+        float64 (N, 2), [x, y] pixels in t1.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return points + sample_flow(flow, points)
+
+
+def instance_centroids(instances) -> dict:
+    """Centroid [x, y] (float, pixels) of each instance id > 0 of a uint16 (H, W) map."""
+    instances = np.asarray(instances)
+    ids = np.unique(instances)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return {}
+    ys, xs = np.nonzero(instances)
+    labels = instances[ys, xs]
+    count = np.bincount(labels, minlength=int(ids.max()) + 1).astype(np.float64)
+    sum_x = np.bincount(labels, weights=xs, minlength=count.size)
+    sum_y = np.bincount(labels, weights=ys, minlength=count.size)
+    return {int(i): np.array([sum_x[i] / count[i], sum_y[i] / count[i]]) for i in ids}
+
+
+def sample_keypoints_from_flow(flow, valid, instances, *, rng, n_skin=100):
+    """Keypoints with known t1 positions: lesion centres and random skin points.
+
+    Parameters
+    ----------
+    flow : array_like
+        float (H, W, 2) true forward flow t0 -> t1.
+    valid : array_like
+        bool (H, W) where the true flow holds (the point stays in view).
+    instances : array_like
+        uint16 (H, W) t0 lesion instances (0 none).
+    rng : numpy.random.Generator
+        Draws the skin points.
+    n_skin : int
+        Skin points: valid pixels outside every lesion, drawn without replacement (fewer if
+        there are fewer such pixels).
+
+    Returns
+    -------
+    dict
+        ``points0`` float (N, 2) [x, y] in t0, ``points1`` float (N, 2) true [x, y] in t1
+        (``points0 + flow`` bilinear), ``kind`` str (N,) "lesion" or "skin", ``instance``
+        int (N,) lesion id (0 for skin). Lesion centres are instance centroids whose nearest
+        pixel is valid, in increasing id order, then the skin points.
+    """
+    flow = np.asarray(flow, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    instances = np.asarray(instances)
+    if flow.shape[:2] != valid.shape or valid.shape != instances.shape:
+        raise ValueError(f"flow {flow.shape[:2]}, valid {valid.shape} and instances "
+                         f"{instances.shape} must have the same (H, W)")
+    height, width = valid.shape
+    centres, ids = [], []
+    for instance, centre in instance_centroids(instances).items():
+        column = int(np.clip(round(centre[0]), 0, width - 1))
+        row = int(np.clip(round(centre[1]), 0, height - 1))
+        if valid[row, column]:
+            centres.append(centre)
+            ids.append(instance)
+    skin = np.flatnonzero((valid & (instances == 0)).reshape(-1))
+    chosen = rng.choice(skin, size=min(int(n_skin), skin.size), replace=False) if skin.size \
+        else np.zeros(0, np.int64)
+    skin_points = np.stack([chosen % width, chosen // width], axis=1).astype(np.float64)
+    points0 = np.concatenate([np.asarray(centres, np.float64).reshape(-1, 2), skin_points])
+    return {
+        "points0": points0,
+        "points1": carry_points(flow, points0),
+        "kind": np.array(["lesion"] * len(ids) + ["skin"] * len(skin_points), dtype=object),
+        "instance": np.array(ids + [0] * len(skin_points), dtype=np.int64),
+    }
+
+
+def lesion_match_accuracy(carried_points, instance_ids, centres1) -> float:
+    """Fraction of lesions whose carried centre lands nearest to the same lesion at t1.
+
+    Parameters
+    ----------
+    carried_points : array_like
+        float (N, 2) t0 lesion centres carried to t1 by a predicted flow.
+    instance_ids : array_like
+        int (N,) their lesion ids (shared across the pair).
+    centres1 : dict
+        Lesion id -> [x, y] centre at t1 (see :func:`instance_centroids`).
+
+    Returns
+    -------
+    float
+        nan when there is no lesion to match.
+    """
+    carried = np.asarray(carried_points, dtype=np.float64).reshape(-1, 2)
+    instance_ids = np.asarray(instance_ids).reshape(-1)
+    if carried.shape[0] != instance_ids.size:
+        raise ValueError(f"{carried.shape[0]} points for {instance_ids.size} instance ids")
+    if carried.shape[0] == 0 or not centres1:
+        return float("nan")
+    ids1 = np.array(sorted(centres1))
+    targets = np.stack([np.asarray(centres1[i], np.float64) for i in ids1])
+    distance = np.hypot(carried[:, None, 0] - targets[None, :, 0],
+                        carried[:, None, 1] - targets[None, :, 1])
+    return float(np.mean(ids1[np.argmin(distance, axis=1)] == instance_ids))
+
+# ======================================================================== end Tracking metrics

@@ -1,0 +1,374 @@
+"""Siamese flow network that tracks skin between two visits.
+
+Li, Esteva et al. 2016, figure 3 (right): both photos go through one shared convolutional
+trunk taken from the detector's conv section, split into a small conv part (``conv1`` ..
+``conv3``, full to 1/4 resolution) and an atrous (dilated) conv part at 1/4 resolution that
+widens the receptive field without losing resolution (Chen et al., "DeepLab", 2017, sec. 3.1);
+the two feature maps are merged by subtraction and a small head regresses the per-pixel shift
+(dx, dy), upsampled to full resolution.
+
+Two variants (``variant=``):
+
+``"subtract"``
+    The paper's design: ``F0 - F1`` at 1/4 resolution -> regression head -> flow. Its reach
+    is bounded by the receptive field of the trunk and head (roughly +-60 px).
+``"costvolume"`` (default)
+    Coarse-to-fine, for the large viewpoint changes between visits: the trunk continues to
+    1/16 resolution (the detector's ``conv4`` block at 1/8, then ``coarse``), a correlation
+    cost volume over +-``max_displacement`` cells (Dosovitskiy et al., "FlowNet", 2015,
+    eq. 1; here +-6 cells = +-96 px) feeds a small decoder that regresses a coarse flow
+    (Sun et al., "PWC-Net", 2018, sec. 3); image 1's 1/4-resolution features are warped by
+    the upsampled coarse flow and the subtraction-merge head regresses the residual.
+
+Flows inside the network are always in full-resolution pixels; channel 0 = dx (columns),
+forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``).
+
+Layer names of the shared trunk are those of the detector (``scale``, ``conv{l}_{k}`` with
+``_bn``/``_relu``, ``pool{l}``), so :func:`load_detector_weights` copies its weights by name.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from lesiontrack.models.fcn import DEFAULT_FILTERS, conv_block
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("subtract", "costvolume")
+DEFAULT_VARIANT = "costvolume"
+ATROUS_RATES = (2, 4, 8)
+ATROUS_WIDTH = 64
+HEAD_WIDTHS = (64, 64, 32)
+MAX_DISPLACEMENT = 6
+# Head outputs are multiplied by this so that unit-scale activations mean tens of pixels.
+FLOW_SCALE = 16.0
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "tracker.keras"
+
+
+def stride_of(variant: str) -> int:
+    """Input sides must be multiples of this (the coarsest feature map is at 1/16 or 1/4)."""
+    return 16 if variant == "costvolume" else 4
+
+
+# --------------------------------------------------------------------------- custom layers
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class Correlation(layers.Layer):
+    """Correlation cost volume (FlowNet eq. 1 with a 1x1 patch).
+
+    ``c(x, d) = mean_k f0_k(x) f1_k(x + d)`` for every displacement ``d`` in
+    ``[-D, D]^2``; channel ``(dy + D) * (2D + 1) + (dx + D)``. Inputs (B, h, w, C) each;
+    output (B, h, w, (2D + 1)^2). Outside image 1 the features count as zero.
+    """
+
+    def __init__(self, max_displacement=MAX_DISPLACEMENT, **kwargs):
+        super().__init__(**kwargs)
+        self.max_displacement = int(max_displacement)
+
+    def call(self, features0, features1):
+        import tensorflow as tf
+
+        d = self.max_displacement
+        height, width = tf.shape(features0)[1], tf.shape(features0)[2]
+        padded = tf.pad(features1, [[0, 0], [d, d], [d, d], [0, 0]])
+        costs = []
+        for dy in range(2 * d + 1):
+            rows = padded[:, dy:dy + height]
+            for dx in range(2 * d + 1):
+                costs.append(tf.reduce_mean(features0 * rows[:, :, dx:dx + width], axis=-1))
+        return tf.stack(costs, axis=-1)
+
+    def compute_output_shape(self, features0_shape, features1_shape=None):
+        return (*features0_shape[:3], (2 * self.max_displacement + 1) ** 2)
+
+    def get_config(self):
+        return {**super().get_config(), "max_displacement": self.max_displacement}
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class BackwardWarp(layers.Layer):
+    """Bilinear sampling of features at ``p + scale * flow(p)`` (border replicated).
+
+    Inputs: features (B, h, w, C) and flow (B, h, w, 2) in full-resolution pixels; ``scale``
+    converts them to this level's pixels (1/4 at 1/4 resolution).
+    """
+
+    def __init__(self, scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, features, flow):
+        import tensorflow as tf
+
+        shape = tf.shape(features)
+        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+        ys, xs = tf.meshgrid(tf.range(height, dtype=flow.dtype), tf.range(width, dtype=flow.dtype),
+                             indexing="ij")
+        x = tf.clip_by_value(xs[None] + self.scale * flow[..., 0], 0.0, tf.cast(width - 1, flow.dtype))
+        y = tf.clip_by_value(ys[None] + self.scale * flow[..., 1], 0.0, tf.cast(height - 1, flow.dtype))
+        x0, y0 = tf.floor(x), tf.floor(y)
+        wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+        x0i, y0i = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+        x1i, y1i = tf.minimum(x0i + 1, width - 1), tf.minimum(y0i + 1, height - 1)
+        flat = tf.reshape(features, [batch, height * width, channels])
+
+        def gather(yi, xi):
+            index = tf.reshape(yi * width + xi, [batch, -1])
+            return tf.reshape(tf.gather(flat, index, batch_dims=1), shape)
+
+        top = gather(y0i, x0i) * (1 - wx) + gather(y0i, x1i) * wx
+        bottom = gather(y1i, x0i) * (1 - wx) + gather(y1i, x1i) * wx
+        return top * (1 - wy) + bottom * wy
+
+    def compute_output_shape(self, features_shape, flow_shape=None):
+        return features_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class Upsample(layers.Layer):
+    """Bilinear upsampling by an integer factor (half-pixel centres), any input size.
+
+    Values are kept: flows here are in full-resolution pixels at every level.
+    """
+
+    def __init__(self, factor=4, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        import tensorflow as tf
+
+        size = tf.shape(x)[1:3] * self.factor
+        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        scaled = [None if s is None else s * self.factor for s in input_shape[1:3]]
+        return (input_shape[0], *scaled, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _conv(x, filters, name, *, dilation=1, activation=True):
+    """3x3 conv (+ BN + ReLU when ``activation``)."""
+    x = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, use_bias=not activation,
+                      name=name)(x)
+    if activation:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return x
+
+
+def _build_trunk(filters, variant, atrous_rates, atrous_width):
+    """Shared trunk: detector conv1..conv3, atrous part at 1/4 (+ conv4/coarse at 1/16)."""
+    inputs = keras.Input((None, None, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    for level in (1, 2, 3):
+        if level > 1:
+            x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+        x = conv_block(x, filters[level - 1], f"conv{level}")
+    conv3 = x
+    for rate in atrous_rates:
+        x = _conv(x, atrous_width, f"atrous{rate}", dilation=rate)
+    outputs = [x]
+    if variant == "costvolume":
+        # The detector's fourth stage at 1/8, then one more stage at 1/16 for the cost volume.
+        y = layers.MaxPooling2D(2, name="pool4")(conv3)
+        y = conv_block(y, filters[3], "conv4")
+        y = layers.MaxPooling2D(2, name="pool5")(y)
+        y = _conv(y, filters[3], "coarse")
+        outputs.append(y)
+    return keras.Model(inputs, outputs, name="trunk")
+
+
+def _flow_head(x, prefix, widths):
+    """Conv + leaky ReLU stack, then a linear 3x3 conv to (dx, dy) scaled to pixels."""
+    for index, width in enumerate(widths, start=1):
+        x = layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv{index}")(x)
+        x = layers.LeakyReLU(0.1, name=f"{prefix}_conv{index}_relu")(x)
+    x = layers.Conv2D(2, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                      name=prefix)(x)
+    return layers.Rescaling(FLOW_SCALE, name=f"{prefix}_pixels")(x)
+
+
+def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_rates=ATROUS_RATES,
+                  atrous_width=ATROUS_WIDTH, head_widths=HEAD_WIDTHS,
+                  max_displacement=MAX_DISPLACEMENT, name=None):
+    """Connect the tracker's layers (no weights, no compilation).
+
+    Inputs: ``image0`` and ``image1``, float32 (B, H, W, 3) RGB in [0, 255], H and W
+    multiples of :func:`stride_of` ``(variant)``. Output: float32 (B, H, W, 2) forward flow in
+    pixels, channel 0 = dx. With ``variant="costvolume"`` the layer ``coarse_flow_up`` holds
+    the coarse flow at 1/4 resolution (used for deep supervision during training).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    image0 = keras.Input((None, None, 3), name="image0")
+    image1 = keras.Input((None, None, 3), name="image1")
+    trunk = _build_trunk(filters, variant, tuple(atrous_rates), atrous_width)
+    out0, out1 = trunk(image0), trunk(image1)
+    fine0, fine1 = out0[0], out1[0]
+    if variant == "subtract":
+        merged = layers.Subtract(name="merge")([fine0, fine1])
+        flow = _flow_head(merged, "flow", head_widths)
+    else:
+        coarse0, coarse1 = out0[1], out1[1]
+        unit = layers.UnitNormalization(axis=-1, name="coarse_norm")
+        cost = Correlation(max_displacement, name="cost_volume")(unit(coarse0), unit(coarse1))
+        cost = layers.LeakyReLU(0.1, name="cost_volume_relu")(cost)
+        x = layers.Concatenate(name="coarse_merge")([cost, coarse0])
+        coarse_flow = _flow_head(x, "coarse_flow", (96, 64, 32))
+        # 1/16 -> 1/4: units stay full-resolution pixels, so no rescaling of the values.
+        coarse_up = Upsample(4, name="coarse_flow_up")(coarse_flow)
+        warped1 = BackwardWarp(0.25, name="warp")(fine1, coarse_up)
+        merged = layers.Subtract(name="merge")([fine0, warped1])
+        x = layers.Concatenate(name="merge_flow")([merged, layers.Rescaling(1.0 / FLOW_SCALE,
+                                                                            name="coarse_flow_input")(coarse_up)])
+        residual = _flow_head(x, "flow", head_widths)
+        flow = layers.Add(name="refined_flow")([coarse_up, residual])
+    flow = Upsample(4, dtype="float32", name="flow_up")(flow)
+    return keras.Model([image0, image1], flow, name=name or f"tracker_{variant}")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _named_layers(model):
+    """All layers of a model by name, nested models flattened."""
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(_named_layers(layer))
+        else:
+            found[layer.name] = layer
+    return found
+
+
+def detector_filters(detector) -> tuple[int, ...]:
+    """Widths of a detector's conv levels (``conv{l}_1``), to build a matching trunk."""
+    found = _named_layers(detector)
+    widths = []
+    for level in range(1, 5):
+        layer = found.get(f"conv{level}_1")
+        if layer is None:
+            break
+        widths.append(int(layer.filters))
+    if len(widths) < 4:
+        from synth.io import InputError
+        raise InputError(f"{detector.name}: not a detector (needs layers conv1_1 .. conv4_1)")
+    return tuple(widths)
+
+
+def load_model_file(path):
+    """Load a .keras file; InputError naming it when it is missing or not a Keras model."""
+    from synth.io import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises several types for a bad file
+        raise InputError(f"{path}: not a Keras model file ({error})") from None
+
+
+def load_detector_weights(tracker, detector) -> list[str]:
+    """Copy the detector's conv-section weights into the tracker's trunk, by layer name.
+
+    Parameters
+    ----------
+    tracker : keras.Model
+        A model from :func:`build_siamese` / :func:`Tracker`.
+    detector : keras.Model or path-like
+        The detector (``build_fcn``) or its ``.keras`` file.
+
+    Returns
+    -------
+    list of str
+        Names of the layers copied. Layers whose weight shapes differ are skipped with a
+        warning (``skip_mismatch``).
+    """
+    if not isinstance(detector, keras.Model):
+        detector = load_model_file(detector)
+    source = _named_layers(detector)
+    copied = []
+    for name, layer in _named_layers(tracker).items():
+        if name not in source or not layer.weights:
+            continue
+        weights = source[name].get_weights()
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            log.warning("layer %s: shapes differ from the detector's, not copied", name)
+            continue
+        layer.set_weights(weights)
+        copied.append(name)
+    log.info("copied %d detector layers into the tracker", len(copied))
+    return copied
+
+
+def Tracker(*, weights=None, variant=DEFAULT_VARIANT, detector=None, **kwargs):
+    """Build the tracker and load its weights.
+
+    Parameters
+    ----------
+    weights : None, "default" or path-like
+        None: random initialisation (trunk from ``detector`` if given); "default": the
+        packaged ``lesiontrack/weights/tracker.keras``; a path: a ``.keras`` file saved from
+        a tracker (its variant is taken from the file, ``variant`` is then ignored).
+    variant : {"costvolume", "subtract"}
+        See the module docstring.
+    detector : keras.Model or path-like, optional
+        Initialise the shared trunk from the detector (:func:`load_detector_weights`); the
+        conv widths are then taken from the detector unless ``filters`` is given.
+    **kwargs
+        Passed to :func:`build_siamese`.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``image0``, ``image1`` (B, H, W, 3) float in [0, 255]; output (B, H, W, 2).
+    """
+    if weights is None:
+        if detector is not None and not isinstance(detector, keras.Model):
+            detector = load_model_file(detector)
+        if detector is not None and "filters" not in kwargs:
+            kwargs["filters"] = detector_filters(detector)
+        model = build_siamese(variant=variant, **kwargs)
+        if detector is not None:
+            load_detector_weights(model, detector)
+        return model
+    from synth.io import InputError
+
+    path = DEFAULT_WEIGHTS if str(weights) == "default" else Path(weights)
+    if not path.is_file():
+        if str(weights) == "default":
+            raise InputError(
+                f"{path}: default tracker weights not found; train them with "
+                "`lesiontrack train tracker DATASET --out lesiontrack/weights/tracker.keras` "
+                "(see experiments/train_tracker.sh) or pass weights=PATH")
+        raise InputError(f"{path}: no such tracker weights file")
+    model = load_model_file(path)
+    if len(model.inputs) != 2:
+        raise InputError(f"{path}: not a tracker (a tracker takes two images)")
+    return model
+
+
+def model_variant(model) -> str:
+    """'costvolume' or 'subtract' from a built tracker's layers."""
+    return "costvolume" if "cost_volume" in {layer.name for layer in model.layers} else "subtract"
+
+
+def count_parameters(model) -> int:
+    """Number of weights (trainable and not)."""
+    return int(sum(np.prod(v.shape) for v in model.weights))

@@ -1,0 +1,219 @@
+"""Training pairs for the tracker: crops of a synthesized dataset's t0/t1 pairs.
+
+Each training example is a pair of crops taken at the same place in both photos, with the
+ground-truth forward flow and validity of that place (Li, Esteva et al. 2016, sec. 3.2: the
+second visit is a known warp of the first, so dense ground truth comes for free).
+
+Scale. The synthesizer's pairs move by 5-10 % of the image diagonal (30-70 px at 512 x 512,
+tails to about 15 %). A 256-px crop at full resolution sees a motion of up to a quarter of its
+side, and much of what a t0 pixel moves to lies outside the t1 crop. Each pair is therefore
+first resized by a random factor in ``scale_range`` (log-uniform; 0.5 makes the whole 512-px
+photo fit one 256 crop, halving the motion), which also teaches the network a range of
+motion magnitudes. Pixels whose target falls outside the t1 crop are marked invalid, as the
+dataset marks pixels leaving the t1 frame.
+
+Flips are applied to both photos and the flow; a horizontal flip negates dx, a vertical flip
+negates dy. A mild independent per-channel gain on each photo adds to the illumination change
+the synthesizer already makes.
+
+Optionally (``synthetic_fraction``) a share of the pairs are made on the fly from t0 images
+with :mod:`synth.deform` (random viewpoint and non-rigid warp, illumination change).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import cv2
+import numpy as np
+
+from synth.io import InputError, load_sample, read_image, read_manifest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CROP = 256
+DEFAULT_SCALE_RANGE = (0.5, 1.0)
+
+
+def pair_records(root, split=None) -> list[dict]:
+    """Records of a dataset that carry a tracking pair, optionally of one split."""
+    records = [r for r in read_manifest(root) if r.get("pair")]
+    if split is not None:
+        records = [r for r in records if r.get("split") == split]
+    return records
+
+
+def load_pair(root, record) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """image0, image1 uint8 (H, W, 3), flow float32 (H, W, 2), valid bool (H, W) of a record."""
+    sample = load_sample(root, record, pair=True)
+    image1 = sample["image1"]
+    if image1.shape != sample["image"].shape:
+        raise InputError(f"{root}: pair {record['id']} has photos of different sizes")
+    return sample["image"], image1, sample["flow"], sample["valid"]
+
+
+def synthetic_pair(image0, *, rng, strength_range=(0.4, 1.3)):
+    """Make a t1 photo from a t0 photo by a random warp and illumination change.
+
+    Parameters
+    ----------
+    image0 : ndarray, uint8 (H, W, 3)
+    rng : numpy.random.Generator
+    strength_range : (float, float)
+        Uniform range of :func:`synth.deform.random_pair_transform`'s ``strength``.
+
+    Returns
+    -------
+    image1 : ndarray, uint8 (H, W, 3)
+    flow : ndarray, float32 (H, W, 2)
+    valid : ndarray, bool (H, W)
+    """
+    from synth import deform
+
+    height, width = image0.shape[:2]
+    transform = deform.random_pair_transform((width, height), rng=rng,
+                                             strength=float(rng.uniform(*strength_range)))
+    image1 = deform.warp_image(image0, transform)
+    image1, _ = deform.change_illumination(image1, rng=rng)
+    return image1, transform.flow().astype(np.float32), np.asarray(transform.valid(), bool)
+
+
+def resize_pair(image0, image1, flow, valid, factor):
+    """Resize a pair and its flow by ``factor`` (flow values scale with the image)."""
+    if factor == 1.0:
+        return image0, image1, flow, valid
+    height, width = image0.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    image0 = cv2.resize(image0, size, interpolation=interpolation)
+    image1 = cv2.resize(image1, size, interpolation=interpolation)
+    scale = np.array([size[0] / width, size[1] / height], np.float32)
+    flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * scale
+    # A resized pixel is valid only where all the pixels it mixes were valid.
+    valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.999
+    return image0, image1, flow, valid
+
+
+def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
+                 scale_range=DEFAULT_SCALE_RANGE, flip=True, gain_sigma=0.05):
+    """Random resize, crop at the same place in both photos, consistent flips, gain jitter.
+
+    Parameters
+    ----------
+    image0, image1 : ndarray, uint8 (H, W, 3)
+    flow : ndarray, float32 (H, W, 2)
+    valid : ndarray, bool (H, W)
+    rng : numpy.random.Generator
+    crop : int
+        Side of the square crop; photos smaller than that (after resizing) are padded by
+        reflection, with the padding invalid.
+    scale_range : (float, float)
+        Log-uniform resize factor range (see module docstring); (1, 1) disables it.
+    flip : bool
+        Random horizontal and vertical flips.
+    gain_sigma : float
+        Per-photo, per-channel log-gain ~ N(0, sigma).
+
+    Returns
+    -------
+    image0, image1 : ndarray, uint8 (crop, crop, 3)
+    flow : ndarray, float32 (crop, crop, 2)
+    valid : ndarray, bool (crop, crop)
+    """
+    low, high = scale_range
+    factor = float(math.exp(rng.uniform(math.log(low), math.log(high)))) if high > low else float(low)
+    image0, image1, flow, valid = resize_pair(image0, image1, flow, valid, factor)
+    height, width = image0.shape[:2]
+    if height < crop or width < crop:
+        pad = ((0, max(0, crop - height)), (0, max(0, crop - width)))
+        image0 = np.pad(image0, pad + ((0, 0),), mode="reflect")
+        image1 = np.pad(image1, pad + ((0, 0),), mode="reflect")
+        flow = np.pad(flow, pad + ((0, 0),))
+        valid = np.pad(valid, pad)
+        height, width = image0.shape[:2]
+    top = int(rng.integers(0, height - crop + 1))
+    left = int(rng.integers(0, width - crop + 1))
+    window = (slice(top, top + crop), slice(left, left + crop))
+    image0, image1 = image0[window], image1[window]
+    flow, valid = flow[window].copy(), valid[window].copy()
+    # Targets outside the t1 crop cannot be seen: invalid, like pixels leaving the t1 frame.
+    ys, xs = np.mgrid[0:crop, 0:crop].astype(np.float32)
+    tx, ty = xs + flow[..., 0], ys + flow[..., 1]
+    valid &= (tx >= 0) & (tx <= crop - 1) & (ty >= 0) & (ty <= crop - 1)
+    if flip and rng.random() < 0.5:
+        image0, image1, flow, valid = image0[:, ::-1], image1[:, ::-1], flow[:, ::-1], valid[:, ::-1]
+        flow = flow * np.array([-1, 1], np.float32)
+    if flip and rng.random() < 0.5:
+        image0, image1, flow, valid = image0[::-1], image1[::-1], flow[::-1], valid[::-1]
+        flow = flow * np.array([1, -1], np.float32)
+    if gain_sigma:
+        image0 = _gain(image0, rng, gain_sigma)
+        image1 = _gain(image1, rng, gain_sigma)
+    return (np.ascontiguousarray(image0), np.ascontiguousarray(image1),
+            np.ascontiguousarray(flow, np.float32), np.ascontiguousarray(valid))
+
+
+def _gain(image, rng, sigma):
+    """Multiply each channel by exp(N(0, sigma))."""
+    gains = np.exp(rng.normal(0.0, sigma, 3)).astype(np.float32)
+    return np.clip(image.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
+
+
+def iterate_examples(root, records, *, seed, crop=DEFAULT_CROP, scale_range=DEFAULT_SCALE_RANGE,
+                     flip=True, synthetic_fraction=0.0, cache_size=64):
+    """Endless stream of augmented examples ``(image0, image1, target)``.
+
+    ``target`` is float32 (crop, crop, 3): dx, dy, valid. Records are shuffled each pass with
+    ``np.random.default_rng(seed)``; a few recent pairs are kept decoded (``cache_size``).
+    """
+    if not records:
+        raise InputError(f"{root}: no tracking pairs to train on")
+    rng = np.random.default_rng(seed)
+    cache: dict[str, tuple] = {}
+    while True:
+        for index in rng.permutation(len(records)):
+            record = records[index]
+            if synthetic_fraction and rng.random() < synthetic_fraction:
+                image0 = read_image(_path(root, record["image"]))
+                image1, flow, valid = synthetic_pair(image0, rng=rng)
+                pair = (image0, image1, flow, valid)
+            else:
+                pair = cache.get(record["id"])
+                if pair is None:
+                    pair = load_pair(root, record)
+                    if len(cache) >= cache_size:
+                        cache.pop(next(iter(cache)))
+                    cache[record["id"]] = pair
+            image0, image1, flow, valid = augment_pair(*pair, rng=rng, crop=crop,
+                                                       scale_range=scale_range, flip=flip)
+            target = np.concatenate([flow, valid[..., None].astype(np.float32)], -1)
+            yield image0, image1, target
+
+
+def _path(root, relative):
+    from pathlib import Path
+
+    return Path(root) / relative
+
+
+def make_dataset(root, records, *, batch_size=8, seed=0, crop=DEFAULT_CROP,
+                 scale_range=DEFAULT_SCALE_RANGE, flip=True, synthetic_fraction=0.0):
+    """tf.data pipeline of batches ``({"image0", "image1"}, target)`` for ``model.fit``.
+
+    Images are float32 (B, crop, crop, 3) in [0, 255]; targets float32 (B, crop, crop, 3).
+    """
+    import tensorflow as tf
+
+    def generator():
+        for image0, image1, target in iterate_examples(
+                root, records, seed=seed, crop=crop, scale_range=scale_range, flip=flip,
+                synthetic_fraction=synthetic_fraction):
+            yield {"image0": image0.astype(np.float32), "image1": image1.astype(np.float32)}, target
+
+    signature = (
+        {"image0": tf.TensorSpec((crop, crop, 3), tf.float32),
+         "image1": tf.TensorSpec((crop, crop, 3), tf.float32)},
+        tf.TensorSpec((crop, crop, 3), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(2)

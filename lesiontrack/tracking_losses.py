@@ -1,0 +1,141 @@
+"""Tracker loss: robust end-point error on valid pixels, and the flow metrics used in training.
+
+The per-pixel end-point error (EPE) ``e = ||f - f_gt||_2`` is passed through the generalised
+Charbonnier penalty ``rho(e) = (e^2 + eps^2)^alpha`` (Sun, Roth and Black, "A quantitative
+analysis of current practices in optical flow estimation and the principles behind them",
+IJCV 2014, sec. 4.1, with alpha = 0.45 found best there) and averaged over the pixels whose
+ground truth is valid (eq. 1)::
+
+    L = sum_p v(p) rho(e(p)) / max(sum_p v(p), 1)
+
+alpha = 0.5 gives the classic Charbonnier, a differentiable L1 of the EPE; alpha < 0.5 is
+sub-linear and lowers the pull of occluded or badly warped pixels.
+
+Targets for Keras pack flow and validity into one tensor (B, H, W, 3): dx, dy, valid (0/1).
+
+The numpy functions are the reference; :class:`RobustEPELoss` is the same maths in
+``keras.ops`` for training.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+ALPHA = 0.45
+EPSILON = 1e-3
+
+
+def endpoint_error(flow_pred, flow_true) -> np.ndarray:
+    """Per-pixel end-point error ``||f - f_gt||_2``.
+
+    Parameters
+    ----------
+    flow_pred, flow_true : ndarray
+        float (..., 2), channel 0 = dx.
+
+    Returns
+    -------
+    ndarray
+        float64 (...).
+    """
+    difference = np.asarray(flow_pred, np.float64) - np.asarray(flow_true, np.float64)
+    return np.sqrt((difference ** 2).sum(-1))
+
+
+def robust_epe(flow_pred, flow_true, valid=None, *, alpha=ALPHA, epsilon=EPSILON) -> float:
+    """Generalised Charbonnier of the end-point error, mean over valid pixels (eq. 1).
+
+    Parameters
+    ----------
+    flow_pred, flow_true : ndarray
+        float (..., 2).
+    valid : ndarray, optional
+        bool or 0/1 (...); default all valid.
+    alpha, epsilon : float
+        Penalty ``(e^2 + epsilon^2) ** alpha``.
+
+    Returns
+    -------
+    float
+        0 when no pixel is valid.
+    """
+    error = endpoint_error(flow_pred, flow_true)
+    weights = np.ones_like(error) if valid is None else np.asarray(valid, np.float64)
+    penalty = (error ** 2 + epsilon ** 2) ** alpha
+    return float((weights * penalty).sum() / max(weights.sum(), 1.0))
+
+
+def mean_epe(flow_pred, flow_true, valid=None) -> float:
+    """Mean end-point error in pixels over valid pixels (NaN when none is valid)."""
+    error = endpoint_error(flow_pred, flow_true)
+    mask = np.ones(error.shape, bool) if valid is None else np.asarray(valid, bool)
+    return float(error[mask].mean()) if mask.any() else float("nan")
+
+
+def pck(flow_pred, flow_true, valid=None, *, fraction=0.05, diagonal=None) -> float:
+    """Percentage of correct keypoints: share of valid pixels with EPE < fraction x diagonal.
+
+    ``diagonal`` defaults to the diagonal of the flow field's image (H, W). NaN when no
+    pixel is valid.
+    """
+    error = endpoint_error(flow_pred, flow_true)
+    if diagonal is None:
+        diagonal = float(np.hypot(*np.shape(flow_true)[-3:-1]))
+    mask = np.ones(error.shape, bool) if valid is None else np.asarray(valid, bool)
+    return float((error[mask] < fraction * diagonal).mean()) if mask.any() else float("nan")
+
+
+def pack_target(flow, valid) -> np.ndarray:
+    """Flow (..., 2) and validity (...) as one float32 target (..., 3)."""
+    return np.concatenate([np.asarray(flow, np.float32),
+                           np.asarray(valid, np.float32)[..., None]], -1)
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class RobustEPELoss(keras.losses.Loss):
+    """Keras form of :func:`robust_epe`.
+
+    ``y_true``: (B, H, W, 3) = dx, dy, valid; ``y_pred``: (B, H, W, 2) flow. Returns the
+    scalar loss of the batch (valid pixels of the whole batch weigh equally).
+    """
+
+    def __init__(self, *, alpha=ALPHA, epsilon=EPSILON, name="robust_epe", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha = float(alpha)
+        self.epsilon = float(epsilon)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        valid = y_true[..., 2]
+        squared = ops.sum(ops.square(y_pred - y_true[..., :2]), axis=-1)
+        penalty = ops.power(squared + self.epsilon ** 2, self.alpha)
+        return ops.sum(valid * penalty) / ops.maximum(ops.sum(valid), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class EndPointError(keras.metrics.Metric):
+    """Mean EPE in pixels over valid pixels, accumulated over batches (``y_true`` as above)."""
+
+    def __init__(self, name="epe", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        valid = y_true[..., 2]
+        error = ops.sqrt(ops.sum(ops.square(ops.cast(y_pred, "float32") - y_true[..., :2]), -1))
+        self.total.assign_add(ops.sum(valid * error))
+        self.count.assign_add(ops.sum(valid))
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)

@@ -1,0 +1,157 @@
+"""Training of the siamese tracker (Li, Esteva et al. 2016, fig. 3 right), resumable.
+
+Uses the generic loop :func:`lesiontrack.train.fit` (best checkpoint by validation EPE,
+``.last.keras`` + ``.state.json`` for resuming, ``.csv`` log, ``.png`` curves beside ``out``);
+the data come from :mod:`lesiontrack.tracking_data`, the loss from
+:mod:`lesiontrack.tracking_losses`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from synth.io import InputError
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_flow(model, root, records, *, limit=32, max_diagonal=None) -> dict:
+    """Mean EPE (px), PCK@0.01/0.05/0.1 of the diagonal and robust loss on full val pairs.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A tracker.
+    root : path-like
+        Dataset folder.
+    records : list of dict
+        Pair records (the first ``limit`` are used, the same every epoch).
+    max_diagonal : float or None
+        Passed to :func:`lesiontrack.tracker.predict_flow` (None: full size).
+
+    Returns
+    -------
+    dict
+        ``epe``, ``pck01``, ``pck05``, ``pck10``, ``loss``; averages over pixels of all pairs.
+    """
+    from lesiontrack.tracker import predict_flow
+    from lesiontrack.tracking_data import load_pair
+    from lesiontrack.tracking_losses import endpoint_error, robust_epe
+
+    errors, relative, losses = [], [], []
+    for record in records[:limit]:
+        image0, image1, flow, valid = load_pair(root, record)
+        predicted = predict_flow(image0, image1, weights=model, max_diagonal=max_diagonal)
+        if not valid.any():
+            continue
+        error = endpoint_error(predicted, flow)[valid]
+        errors.append(error)
+        relative.append(error / float(np.hypot(*valid.shape)))
+        losses.append(robust_epe(predicted, flow, valid))
+    if not errors:
+        return {"epe": float("nan"), "pck01": float("nan"), "pck05": float("nan"),
+                "pck10": float("nan"), "loss": float("nan")}
+    errors, relative = np.concatenate(errors), np.concatenate(relative)
+    return {"epe": float(errors.mean()), "pck01": float((relative < 0.01).mean()),
+            "pck05": float((relative < 0.05).mean()), "pck10": float((relative < 0.1).mean()),
+            "loss": float(np.mean(losses))}
+
+
+def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, crop=256, seed=0,
+                  learning_rate=5e-4, variant=None, scale_range=(0.5, 1.0),
+                  synthetic_fraction=0.0, val_limit=32, alpha=0.45):
+    """Train the tracker on a dataset's pairs; resumes when ``out`` has a state file.
+
+    Parameters
+    ----------
+    dataset : path-like
+        Dataset folder (``synth make-dataset`` with pairs); "train" pairs train, "val" pairs
+        validate (the train pairs are used when there are no val pairs, with a warning).
+    out : path-like
+        Best model path (``.keras``).
+    init : path-like, optional
+        A detector ``.keras`` (its conv section initialises the shared trunk by layer name)
+        or a tracker ``.keras`` to continue from.
+    epochs, steps, batch, crop : int
+        Epochs, batches per epoch, pairs per batch, crop side (multiple of the stride, 16).
+    seed : int
+        Seeds crops and augmentation (per epoch, so a resumed run sees the same data).
+    learning_rate : float
+        Adam step size.
+    variant : {"costvolume", "subtract"}, optional
+        Network variant (default "costvolume"; ignored when ``init`` is a tracker).
+    scale_range : (float, float)
+        Random resize range before cropping (see :mod:`lesiontrack.tracking_data`).
+    synthetic_fraction : float
+        Share of pairs made on the fly from t0 photos with :mod:`synth.deform`.
+    val_limit : int
+        Validation pairs per epoch (full photos).
+    alpha : float
+        Exponent of the generalised Charbonnier loss.
+
+    Returns
+    -------
+    list of dict
+        Per-epoch log rows.
+    """
+    import keras
+
+    from lesiontrack import train as generic
+    from lesiontrack.models import siamese
+    from lesiontrack.plots import plot_training_curves
+    from lesiontrack.tracking_data import make_dataset, pair_records
+    from lesiontrack.tracking_losses import EndPointError, RobustEPELoss
+
+    dataset = Path(dataset)
+    train_records = pair_records(dataset, "train")
+    val_records = pair_records(dataset, "val")
+    if not train_records:
+        raise InputError(f"{dataset}: no training pairs (split 'train' with a 'pair')")
+    if not val_records:
+        log.warning("%s: no validation pairs; validating on training pairs", dataset)
+        val_records = train_records
+    model = _initial_model(init, variant or siamese.DEFAULT_VARIANT)
+    variant = siamese.model_variant(model)
+    stride = siamese.stride_of(variant)
+    if crop % stride:
+        raise InputError(f"crop {crop}: must be a multiple of the model stride {stride}")
+    log.info("tracker %s, %d parameters, %d train / %d val pairs", variant,
+             siamese.count_parameters(model), len(train_records), len(val_records))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=10.0),
+                  loss=RobustEPELoss(alpha=alpha), metrics=[EndPointError()])
+
+    def make_epoch_dataset(epoch):
+        return make_dataset(dataset, train_records, batch_size=batch, seed=[seed, epoch],
+                            crop=crop, scale_range=tuple(scale_range),
+                            synthetic_fraction=synthetic_fraction).take(steps)
+
+    def validate(model):
+        return evaluate_flow(model, dataset, val_records, limit=val_limit)
+
+    config = {"dataset": str(dataset), "init": None if init is None else str(init),
+              "variant": variant, "epochs": epochs, "steps": steps, "batch": batch, "crop": crop,
+              "seed": seed, "learning_rate": learning_rate, "scale_range": list(scale_range),
+              "synthetic_fraction": synthetic_fraction, "alpha": alpha}
+    _, history = generic.fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
+                             monitor="epe", mode="min", config=config)
+    files = generic.TrainingFiles.beside(out)
+    if files.log.is_file():
+        # One panel per figure: EPE is in pixels, not on the [0, 1] scale of the PCKs.
+        plot_training_curves(files.log, files.plot)
+    return history
+
+
+def _initial_model(init, variant):
+    """A fresh tracker, its trunk from a detector, or a tracker to continue from."""
+    from lesiontrack.models import siamese
+
+    if init is None:
+        return siamese.Tracker(variant=variant)
+    model = siamese.load_model_file(init)
+    if len(model.inputs) == 2:
+        return model
+    tracker = siamese.Tracker(variant=variant, detector=model)
+    log.info("tracker trunk initialised from detector %s", init)
+    return tracker

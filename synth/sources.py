@@ -1,0 +1,157 @@
+"""Uniform access to lesion and body sources: real folders or the built-in procedural ones.
+
+The synthesizer sees a lesion source as a list of metadata dicts plus ``load(i)`` returning
+``(image, mask)``, and a body source as a list of metadata dicts plus ``load(i)`` returning
+``dict(image, skin, ignore)``. Loaded arrays are cached per process.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from synth import procedural
+from synth.bodies import load_body, read_body_library
+from synth.io import InputError
+from synth.lesions import check_lesions, load_lesion, read_lesion_library
+
+log = logging.getLogger(__name__)
+
+# Size of the procedural body photos (W, H), about that of an iToBoS tile.
+PROCEDURAL_BODY_SIZE = (1024, 832)
+PROCEDURAL_LESIONS = 240
+PROCEDURAL_BODIES = 12
+
+
+class LesionSource:
+    """Lesions with metadata; ``load(i) -> (image uint8 RGB, mask bool)``."""
+
+    def __init__(self, folder=None, *, seed=0, check=True):
+        self.folder = None if folder is None else str(Path(folder).resolve())
+        self.skipped = []
+        if folder is None:
+            self.layout = "procedural"
+            self.records = procedural.procedural_lesion_records(PROCEDURAL_LESIONS, seed=seed)
+            self._raw = self.records
+        else:
+            library = read_lesion_library(folder)
+            self.layout = library.layout
+            raw, skipped = check_lesions(library) if check else (library.records, [])
+            self.skipped = list(library.skipped) + list(skipped)
+            if not raw:
+                raise InputError(f"{folder}: no usable lesion photo")
+            self._raw = raw
+            self.records = [_lesion_metadata(record) for record in raw]
+        self._load = functools.lru_cache(maxsize=4096)(self._load_uncached)
+
+    def __len__(self):
+        return len(self.records)
+
+    def load(self, index):
+        """The lesion's image and mask (cached)."""
+        return self._load(index)
+
+    def _load_uncached(self, index):
+        raw = self._raw[index]
+        if self.layout == "procedural":
+            image, mask, _ = procedural.render_procedural_lesion(raw)
+            return image, mask
+        image, mask, _ = load_lesion(raw)
+        return image, mask
+
+
+def _lesion_metadata(record) -> dict:
+    """JSON-ready metadata of a LesionRecord."""
+    data = asdict(record)
+    return {
+        "id": data["id"],
+        "source": data["image_path"],
+        "mask_source": "file" if data["mask_path"] else "auto",
+        "patient": data["patient"] or data["id"],
+        "diagnosis": data["diagnosis"],
+        "malignant": bool(data["malignant"]),
+        "fitzpatrick": data["fitzpatrick"],
+        "diameter_mm": data["diameter_mm"],
+    }
+
+
+class BodySource:
+    """Body photos with metadata; ``load(i) -> dict(image, skin, ignore)``."""
+
+    def __init__(self, folder=None, *, seed=0, mm_per_px=0.4):
+        self.folder = None if folder is None else str(Path(folder).resolve())
+        self.skipped = []
+        if folder is None:
+            self.layout = "procedural"
+            self._raw = procedural.procedural_body_records(PROCEDURAL_BODIES, seed=seed,
+                                                           mm_per_px=mm_per_px)
+            self.records = [{"id": r["id"], "source": "procedural", "mm_per_px": r["mm_per_px"],
+                             "fitzpatrick": r["fitzpatrick"]} for r in self._raw]
+        else:
+            library = read_body_library(folder, mm_per_px=mm_per_px)
+            self.layout = "folder"
+            self.skipped = list(library.skipped)
+            self._raw = list(library.records)
+            if not self._raw:
+                raise InputError(f"{folder}: no usable body photo")
+            self.records = [{"id": r.name, "source": str(r.image_path), "mm_per_px": r.mm_per_px,
+                             "skin_mask": "file" if r.skin_mask_path else "auto",
+                             "boxes": len(r.boxes)} for r in self._raw]
+        self._load = functools.lru_cache(maxsize=256)(self._load_uncached)
+
+    def __len__(self):
+        return len(self.records)
+
+    def load(self, index):
+        """The body photo, its skin mask and its existing-lesion (ignore) mask (cached)."""
+        return self._load(index)
+
+    def check(self):
+        """Load every body once; drop (and list in ``skipped``) those that fail."""
+        keep = []
+        for index, raw in enumerate(self._raw):
+            try:
+                self.load(index)
+                keep.append(index)
+            except InputError as error:
+                self.skipped.append((self.records[index]["source"], str(error)))
+        if not keep:
+            raise InputError(f"{self.folder}: no usable body photo ("
+                             + "; ".join(reason for _, reason in self.skipped[:3]) + ")")
+        self._raw = [self._raw[i] for i in keep]
+        self.records = [self.records[i] for i in keep]
+        self._load.cache_clear()
+
+    def _load_uncached(self, index):
+        raw = self._raw[index]
+        if self.layout == "procedural":
+            image, skin, ignore = procedural.render_procedural_body(raw, PROCEDURAL_BODY_SIZE)
+            return {"image": image, "skin": skin, "ignore": ignore}
+        body = load_body(raw)
+        return {"image": body["image"], "skin": body["skin"], "ignore": body["ignore"]}
+
+
+def assign_splits(keys, *, seed, fractions=(0.7, 0.15, 0.15)) -> dict:
+    """Assign each key (patient or body photo) to 'train', 'val' or 'test'.
+
+    Deterministic for a seed. With at least three keys every split gets at least one.
+
+    Returns
+    -------
+    dict
+        key -> split name.
+    """
+    keys = sorted(set(keys))
+    order = np.random.default_rng([int(seed), 77]).permutation(len(keys))
+    count = len(keys)
+    num_val = int(round(fractions[1] * count))
+    num_test = int(round(fractions[2] * count))
+    if count >= 3:
+        num_val, num_test = max(num_val, 1), max(num_test, 1)
+    num_train = max(count - num_val - num_test, 0)
+    names = ["train"] * num_train + ["val"] * num_val + ["test"] * num_test
+    names += ["train"] * (count - len(names))
+    return {keys[i]: names[rank] for rank, i in enumerate(order)}

@@ -1,0 +1,51 @@
+"""Tests of the detector model factory."""
+import keras
+import numpy as np
+import pytest
+
+from lesiontrack.models import fcn
+from lesiontrack.models.fcn import FCN, STRIDE, model_stride
+from synth.io import InputError
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    yield
+    keras.backend.clear_session()
+
+
+def test_random_model_shapes_and_names():
+    model = FCN(filters=(4, 8, 8, 8))
+    out = model(np.zeros((1, 64, 64, 3), np.float32))
+    assert out.shape == (1, 64, 64, 3)
+    np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, atol=1e-5)
+    names = {layer.name for layer in model.layers}
+    assert {"conv1_1", "conv4_2", "pool2", "up1", "merge1", "deconv1_2", "classes"} <= names
+    assert model_stride(model) == STRIDE == 8
+
+
+def test_loads_keras_file_with_its_own_architecture(tiny_detector_path):
+    model = FCN(weights=tiny_detector_path)
+    reference = keras.saving.load_model(tiny_detector_path, compile=False)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(x), reference(x), atol=1e-6)
+
+
+def test_incompatible_weights_name_the_file(tiny_detector_path):
+    with pytest.raises(InputError, match="tiny.keras"):
+        FCN(weights=tiny_detector_path, filters=(16, 32, 64, 96))
+
+
+def test_unreadable_weights_name_the_file(tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="broken.keras"):
+        FCN(weights=bad)
+    with pytest.raises(InputError, match="missing.keras"):
+        FCN(weights=tmp_path / "missing.keras")
+
+
+def test_missing_default_weights_tell_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(fcn, "DEFAULT_WEIGHTS", tmp_path / "detector.keras")
+    with pytest.raises(InputError, match="train"):
+        FCN(weights="default")

@@ -1,0 +1,118 @@
+"""Tests for synth.procedural: built-in skin and lesion sources."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from synth import procedural
+
+
+def _shape_measures(mask):
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(contour)
+    solidity = area / cv2.contourArea(cv2.convexHull(contour))
+    circularity = 4 * np.pi * area / cv2.arcLength(contour, True) ** 2
+    return solidity, circularity
+
+
+def test_body_shapes_dtypes_and_coverage():
+    image, skin, ignore = procedural.procedural_body(rng=np.random.default_rng(0), size=(96, 64))
+    assert image.dtype == np.uint8 and image.shape == (64, 96, 3)
+    assert skin.dtype == bool and skin.shape == (64, 96)
+    assert ignore.dtype == bool and ignore.shape == (64, 96)
+    assert not (ignore & ~skin).any()
+
+
+@pytest.mark.parametrize("background", procedural.BACKGROUNDS)
+def test_body_skin_covers_most_of_image(background):
+    image, skin, _ = procedural.procedural_body(
+        rng=np.random.default_rng(1), size=(128, 96), background=background, fitzpatrick=3
+    )
+    assert skin.mean() > 0.6
+    if background == "none":
+        assert skin.all()
+    else:
+        assert not skin.all()
+        # skin and background differ in colour on average
+        assert np.abs(image[skin].mean(0) - image[~skin].mean(0)).max() > 10
+
+
+def test_body_freckles_in_ignore_mask():
+    _, _, ignore = procedural.procedural_body(
+        rng=np.random.default_rng(2), size=(160, 120), background="none", freckle_density=200
+    )
+    assert ignore.any()
+
+
+def test_body_deterministic_per_record():
+    records = procedural.procedural_body_records(3, seed=5)
+    assert records == procedural.procedural_body_records(3, seed=5)
+    json.dumps(records)
+    first = procedural.render_procedural_body(records[1], (64, 48))
+    second = procedural.render_procedural_body(records[1], (64, 48))
+    for a, b in zip(first, second):
+        assert np.array_equal(a, b)
+    other = procedural.render_procedural_body(records[2], (64, 48))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_body_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        procedural.procedural_body(rng=np.random.default_rng(0), size=(32, 32), fitzpatrick=7)
+    with pytest.raises(ValueError):
+        procedural.procedural_body(rng=np.random.default_rng(0), size=(32, 32), background="sky")
+
+
+@pytest.mark.parametrize("malignant", [False, True])
+def test_lesion_crop_black_outside_mask(malignant):
+    image, mask, metadata = procedural.procedural_lesion(
+        rng=np.random.default_rng(3), malignant=malignant, diameter_px=40
+    )
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert mask.dtype == bool and mask.shape == image.shape[:2]
+    assert mask.sum() > 0.5 * np.pi * 20**2
+    assert not mask[0].any() and not mask[-1].any() and not mask[:, 0].any() and not mask[:, -1].any()
+    assert (image[~mask] == 0).all()
+    assert image[mask].mean() > 20
+    assert metadata["malignant"] is malignant
+    json.dumps(metadata)
+
+
+def test_malignant_more_irregular_than_benign():
+    measures = {}
+    for malignant in (False, True):
+        rng = np.random.default_rng(7)
+        values = [_shape_measures(procedural.procedural_lesion(rng=rng, malignant=malignant, diameter_px=64)[1])
+                  for _ in range(20)]
+        measures[malignant] = np.mean(values, axis=0)
+    assert measures[True][0] < measures[False][0]  # solidity
+    assert measures[True][1] < measures[False][1]  # circularity
+    assert measures[False][1] > 0.8
+
+
+def test_malignant_has_more_colours():
+    rng = np.random.default_rng(8)
+    benign = [len(procedural.procedural_lesion(rng=rng, malignant=False, diameter_px=32)[2]["colours"]) for _ in range(10)]
+    malignant = [len(procedural.procedural_lesion(rng=rng, malignant=True, diameter_px=32)[2]["colours"]) for _ in range(10)]
+    assert max(benign) == 1 and min(malignant) >= 2
+
+
+def test_lesion_records_and_render_deterministic():
+    records = procedural.procedural_lesion_records(12, seed=3)
+    assert records == procedural.procedural_lesion_records(12, seed=3)
+    json.dumps(records)
+    assert len({r["id"] for r in records}) == 12
+    assert {r["diagnosis"] for r in records} <= {"procedural-benign", "procedural-malignant"}
+    assert len({r["patient"] for r in records}) == 6  # two lesions per patient by default
+    for record in records:
+        assert record["diagnosis"] == ("procedural-malignant" if record["malignant"] else "procedural-benign")
+        assert 1 <= record["fitzpatrick"] <= 6 and record["diameter_mm"] > 0
+    image, mask, metadata = procedural.render_procedural_lesion(records[0], seed=1)
+    again, mask_again, _ = procedural.render_procedural_lesion(records[0], seed=1)
+    assert np.array_equal(image, again) and np.array_equal(mask, mask_again)
+    assert max(image.shape[:2]) <= 256
+    assert metadata["id"] == records[0]["id"]
+    different, _, _ = procedural.render_procedural_lesion(records[0], seed=2)
+    assert different.shape != image.shape or not np.array_equal(different, image)
