@@ -24,7 +24,7 @@ from .proposals import heatmap_to_lesions
 log = logging.getLogger(__name__)
 
 # Above this many pixels a photo is processed in overlapping tiles to bound memory.
-MAX_PIXELS = 2048 * 2048
+MAX_PIXELS = 1280 * 1280
 TILE = 1024
 # Context kept around each tile and cut away afterwards (about the receptive field).
 TILE_MARGIN = 64
@@ -39,9 +39,25 @@ def _model_stride(model):
     return model_stride(model)
 
 
+def graph_predictor(model):
+    """``model(x, training=False)`` as a cached tf.function.
+
+    In graph mode TensorFlow frees each activation once used: measured on a 1094x894 photo,
+    about 1 GB peak RSS against 2.6 GB eagerly, at the same speed. Shapes are relaxed after
+    the second distinct photo size, so photos of many sizes do not retrace each time.
+    """
+    function = getattr(model, "_graph_predictor", None)
+    if function is None:
+        import tensorflow as tf
+
+        function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        model._graph_predictor = function
+    return function
+
+
 def _run(model, image):
     """Model probabilities float32 (H, W, C) for float32 (H, W, 3) padded to the stride."""
-    return np.asarray(model(image[None], training=False), np.float32)[0]
+    return np.asarray(graph_predictor(model)(image[None]), np.float32)[0]
 
 
 def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TILE_MARGIN):

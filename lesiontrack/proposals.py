@@ -65,19 +65,30 @@ def segment_lesions(probabilities, *, threshold=0.5, min_area=16, opening_radius
         instances = components
     else:
         elevation = ndimage.gaussian_filter(p_lesion, smoothing) if smoothing else p_lesion
-        elevation = np.where(mask, elevation, 0.0).astype(np.float64)
-        # Regional maxima deeper than split_depth seed one lesion each (watershed by
-        # flooding from markers, Beucher & Meyer 1993); every component keeps a seed.
-        peaks = morphology.h_maxima(elevation, split_depth).astype(bool) & mask
-        markers, _ = ndimage.label(peaks)
-        unseeded = mask & ~np.isin(components, np.unique(components[peaks]))
-        markers = np.where(unseeded, components + markers.max(), markers)
-        instances = segmentation.watershed(-elevation, markers, mask=mask)
+        instances = np.zeros(mask.shape, np.int64)
+        next_id = 1
+        # One component at a time: cost scales with the lesions, not the photo.
+        for index, window in enumerate(ndimage.find_objects(components), start=1):
+            inside = components[window] == index
+            pieces = _split(np.where(inside, elevation[window], 0.0), inside, split_depth)
+            instances[window][pieces > 0] = pieces[pieces > 0] + next_id - 1
+            next_id += int(pieces.max())
         if min_area > 1:
             areas = np.bincount(instances.ravel())
             instances[areas[instances] < min_area] = 0
     # Renumber 1..n in raster order.
     return _renumber(instances)
+
+
+def _split(elevation, inside, split_depth):
+    """Watershed of one component from its h-maxima; labels 1..k (k >= 1) inside."""
+    # Regional maxima deeper than split_depth seed one lesion each (watershed by flooding
+    # from markers, Beucher & Meyer 1993); a component without such a maximum stays whole.
+    peaks = morphology.h_maxima(elevation.astype(np.float64), split_depth).astype(bool) & inside
+    markers, count = ndimage.label(peaks)
+    if count <= 1:
+        return inside.astype(np.int64)
+    return segmentation.watershed(-elevation, markers, mask=inside)
 
 
 def _renumber(instances):

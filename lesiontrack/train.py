@@ -234,12 +234,15 @@ def evaluate_segmentation(model, samples, *, loss, bins=256):
         ``iou_malignant``, ``mean_iou`` (lesion classes present), ``lesion_iou``
         (lesion vs background), ``auc`` (P(lesion), lesion vs background pixels).
     """
+    from .detect import graph_predictor
+
+    predict = graph_predictor(model)
     confusion = np.zeros((3, 3), np.int64)
     positive = np.zeros(bins, np.int64)
     negative = np.zeros(bins, np.int64)
     losses = []
     for image, labels in samples:
-        probabilities = np.asarray(model(image, training=False))[0].astype(np.float32)
+        probabilities = np.asarray(predict(image))[0].astype(np.float32)
         losses.append(loss(probabilities, labels))
         confusion += confusion_matrix(labels, probabilities.argmax(-1))
         valid = labels != IGNORE

@@ -26,7 +26,22 @@ PROCEDURAL_LESIONS = 240
 PROCEDURAL_BODIES = 12
 
 
-class LesionSource:
+class _Cached:
+    """Pickles without its per-process cache (worker processes build their own)."""
+
+    _cache_size = 256
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_load", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._load = functools.lru_cache(maxsize=self._cache_size)(self._load_uncached)
+
+
+class LesionSource(_Cached):
     """Lesions with metadata; ``load(i) -> (image uint8 RGB, mask bool)``."""
 
     def __init__(self, folder=None, *, seed=0, check=True):
@@ -45,7 +60,8 @@ class LesionSource:
                 raise InputError(f"{folder}: no usable lesion photo")
             self._raw = raw
             self.records = [_lesion_metadata(record) for record in raw]
-        self._load = functools.lru_cache(maxsize=4096)(self._load_uncached)
+        self._cache_size = 4096
+        self._load = functools.lru_cache(maxsize=self._cache_size)(self._load_uncached)
 
     def __len__(self):
         return len(self.records)
@@ -78,11 +94,12 @@ def _lesion_metadata(record) -> dict:
     }
 
 
-class BodySource:
+class BodySource(_Cached):
     """Body photos with metadata; ``load(i) -> dict(image, skin, ignore)``."""
 
-    def __init__(self, folder=None, *, seed=0, mm_per_px=0.4):
+    def __init__(self, folder=None, *, seed=0, mm_per_px=0.4, size=PROCEDURAL_BODY_SIZE):
         self.folder = None if folder is None else str(Path(folder).resolve())
+        self.size = tuple(size)
         self.skipped = []
         if folder is None:
             self.layout = "procedural"
@@ -111,6 +128,8 @@ class BodySource:
 
     def check(self):
         """Load every body once; drop (and list in ``skipped``) those that fail."""
+        if self.layout == "procedural":
+            return
         keep = []
         for index, raw in enumerate(self._raw):
             try:
@@ -128,7 +147,7 @@ class BodySource:
     def _load_uncached(self, index):
         raw = self._raw[index]
         if self.layout == "procedural":
-            image, skin, ignore = procedural.render_procedural_body(raw, PROCEDURAL_BODY_SIZE)
+            image, skin, ignore = procedural.render_procedural_body(raw, self.size)
             return {"image": image, "skin": skin, "ignore": ignore}
         body = load_body(raw)
         return {"image": body["image"], "skin": body["skin"], "ignore": body["ignore"]}

@@ -72,7 +72,10 @@ class Context:
     @classmethod
     def build(cls, config: DatasetConfig, *, check=True) -> "Context":
         lesions = LesionSource(config.lesions, seed=config.seed, check=check)
-        bodies = BodySource(config.bodies, seed=config.seed, mm_per_px=config.mm_per_px)
+        # Procedural bodies are drawn at about twice the sample size, like a body photo.
+        body_size = (2 * config.size[0], int(1.625 * config.size[1]))
+        bodies = BodySource(config.bodies, seed=config.seed, mm_per_px=config.mm_per_px,
+                            size=body_size)
         if check:
             bodies.check()
         _check_lesion_sizes(lesions, bodies, config)
@@ -279,7 +282,7 @@ def make_sample(index: int, context: Context) -> tuple[dict, dict]:
         meta = context.lesions.records[lesion_index]
         image, mask = context.lesions.load(lesion_index)
         diameter_mm = _draw_diameter_mm(meta, rng)
-        diameter_px = float(np.clip(diameter_mm / mm_per_px, 6.0, min(config.size) / 4))
+        diameter_px = float(np.clip(diameter_mm / mm_per_px, 6.0, min(config.size) / 5))
         image, mask, aug = _prepare_lesion(image, mask, diameter_px, rng)
         lesions.append({"meta": meta, "t0": (image, mask), "diameter_mm": diameter_mm,
                         "diameter_px": diameter_px, "augment": aug})
@@ -407,10 +410,9 @@ def sample_id(index: int) -> str:
 _WORKER_CONTEXT = {}
 
 
-def _init_worker(config):
-    """Per-process: build the sources once (cached arrays live in this process)."""
-    _WORKER_CONTEXT["context"] = Context.build(config, check=False)
-    _WORKER_CONTEXT["root"] = _WORKER_CONTEXT.get("root")
+def _init_worker(context):
+    """Per-process: keep the checked sources (their cached arrays live in this process)."""
+    _WORKER_CONTEXT["context"] = context
 
 
 def _work(job):
@@ -502,7 +504,7 @@ def make_dataset(config: DatasetConfig, out, *, workers: int = 1, shard=(1, 1),
     io.write_bytes(manifest, "".join(io.json_line(r) for r in sorted(done.values(),
                                                                      key=lambda r: r["index"])).encode())
     jobs = [(i, str(root)) for i in todo]
-    with open(manifest, "a") as handle, _pool(config, workers) as run:
+    with open(manifest, "a") as handle, _pool(context, workers) as run:
         bar = tqdm(total=len(todo), disable=not progress, unit="sample", desc="make-dataset")
         for record in run(_work, jobs):
             handle.write(io.json_line(record))
@@ -519,17 +521,17 @@ def make_dataset(config: DatasetConfig, out, *, workers: int = 1, shard=(1, 1),
 
 
 @contextlib.contextmanager
-def _pool(config, workers):
+def _pool(context, workers):
     """A map over jobs in order: in this process, or in ``workers`` processes."""
     if workers <= 1:
-        _init_worker(config)
+        _init_worker(context)
         try:
             yield lambda fn, jobs: map(fn, jobs)
         finally:
             _WORKER_CONTEXT.clear()
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, _init_worker, (config,)) as pool:
+    with multiprocessing.get_context(method).Pool(workers, _init_worker, (context,)) as pool:
         yield lambda fn, jobs: pool.imap(fn, jobs, chunksize=1)
 
 

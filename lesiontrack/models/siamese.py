@@ -75,14 +75,15 @@ class Correlation(layers.Layer):
         import tensorflow as tf
 
         d = self.max_displacement
-        height, width = tf.shape(features0)[1], tf.shape(features0)[2]
+        size = 2 * d + 1
+        shape = tf.shape(features0)
         padded = tf.pad(features1, [[0, 0], [d, d], [d, d], [0, 0]])
-        costs = []
-        for dy in range(2 * d + 1):
-            rows = padded[:, dy:dy + height]
-            for dx in range(2 * d + 1):
-                costs.append(tf.reduce_mean(features0 * rows[:, :, dx:dx + width], axis=-1))
-        return tf.stack(costs, axis=-1)
+        # One patch op instead of (2D + 1)^2 slices: a much smaller graph to trace. Patch
+        # values are ordered (row, column, channel), i.e. displacement index (dy, dx).
+        patches = tf.image.extract_patches(padded, sizes=[1, size, size, 1], strides=[1, 1, 1, 1],
+                                           rates=[1, 1, 1, 1], padding="VALID")
+        patches = tf.reshape(patches, [shape[0], shape[1], shape[2], size * size, shape[3]])
+        return tf.reduce_mean(patches * features0[:, :, :, None, :], axis=-1)
 
     def compute_output_shape(self, features0_shape, features1_shape=None):
         return (*features0_shape[:3], (2 * self.max_displacement + 1) ** 2)

@@ -1,0 +1,133 @@
+"""Siamese tracker network: shapes, custom layers, weight transfer, one training step."""
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from lesiontrack.models import siamese  # noqa: E402
+from synth.io import InputError  # noqa: E402
+
+TINY = (4, 8, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def trackers():
+    """Both variants, small widths, built once."""
+    keras.backend.clear_session()
+    models = {variant: siamese.build_siamese(TINY, variant=variant, atrous_width=8,
+                                             head_widths=(8, 8))
+              for variant in siamese.VARIANTS}
+    yield models
+    keras.backend.clear_session()
+
+
+def _images(batch=2, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("variant", siamese.VARIANTS)
+def test_output_shape(trackers, variant):
+    x = _images()
+    flow = trackers[variant].predict_on_batch([x, x[::-1]])
+    assert flow.shape == (2, 64, 64, 2)
+    assert flow.dtype == np.float32
+    assert siamese.model_variant(trackers[variant]) == variant
+
+
+def test_default_model_shape_and_stride():
+    keras.backend.clear_session()
+    model = siamese.Tracker()
+    x = _images(batch=1)
+    assert model.predict_on_batch([x, x]).shape == (1, 64, 64, 2)
+    assert siamese.stride_of("costvolume") == 16 and siamese.stride_of("subtract") == 4
+    assert siamese.count_parameters(model) < 1_500_000  # lean: see the module docstring
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="variant"):
+        siamese.build_siamese(TINY, variant="concat")
+
+
+def test_correlation_matches_numpy(rng):
+    f0 = rng.normal(size=(1, 5, 6, 3)).astype(np.float32)
+    f1 = rng.normal(size=(1, 5, 6, 3)).astype(np.float32)
+    cost = np.asarray(siamese.Correlation(1)(f0, f1))
+    assert cost.shape == (1, 5, 6, 9)
+    padded = np.pad(f1, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            expected = (f0 * padded[:, 1 + dy:6 + dy, 1 + dx:7 + dx]).mean(-1)
+            np.testing.assert_allclose(cost[..., (dy + 1) * 3 + dx + 1], expected, atol=1e-6)
+
+
+def test_backward_warp_integer_shift(rng):
+    features = rng.normal(size=(1, 8, 10, 2)).astype(np.float32)
+    # A flow of (8, -4) full-resolution pixels is (2, -1) cells at 1/4 resolution.
+    flow = np.tile(np.array([8.0, -4.0], np.float32), (1, 8, 10, 1))
+    warped = np.asarray(siamese.BackwardWarp(0.25)(features, flow))
+    np.testing.assert_allclose(warped[:, 1:, :8], features[:, :7, 2:], atol=1e-6)
+    # Off the frame the border is replicated.
+    np.testing.assert_allclose(warped[:, 0, :8], features[:, 0, 2:], atol=1e-6)
+
+
+def test_upsample_keeps_values():
+    x = np.full((1, 3, 5, 2), 7.0, np.float32)
+    y = np.asarray(siamese.Upsample(4)(x))
+    assert y.shape == (1, 12, 20, 2)
+    np.testing.assert_allclose(y, 7.0)
+
+
+def test_detector_weights_copied_by_name(tiny_detector_path):
+    keras.backend.clear_session()
+    detector = keras.saving.load_model(tiny_detector_path, compile=False)
+    tracker = siamese.Tracker(detector=tiny_detector_path)
+    copied = siamese.load_detector_weights(tracker, detector)
+    assert {"conv1_1", "conv1_1_bn", "conv3_2", "conv4_2"} <= set(copied)
+    assert "classes" not in copied
+    trunk = tracker.get_layer("trunk")
+    for name in ("conv1_1", "conv2_2_bn", "conv4_1"):
+        for got, want in zip(trunk.get_layer(name).get_weights(),
+                             detector.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_mismatched_widths_are_skipped(tiny_detector_path):
+    keras.backend.clear_session()
+    tracker = siamese.build_siamese((6, 8, 8, 8), atrous_width=8, head_widths=(8,))
+    copied = siamese.load_detector_weights(tracker, tiny_detector_path)
+    assert "conv1_1" not in copied and "conv2_2" in copied
+
+
+def test_missing_weights_raise(tmp_path, monkeypatch):
+    monkeypatch.setattr(siamese, "DEFAULT_WEIGHTS", tmp_path / "tracker.keras")
+    with pytest.raises(InputError, match="default tracker weights not found"):
+        siamese.Tracker(weights="default")
+    with pytest.raises(InputError, match="no such"):
+        siamese.Tracker(weights=tmp_path / "nothing.keras")
+
+
+def test_save_load_round_trip(trackers, tmp_path):
+    model = trackers["costvolume"]
+    path = tmp_path / "tracker.keras"
+    model.save(path)
+    loaded = siamese.Tracker(weights=path)
+    x = _images(batch=1, size=32, seed=3)
+    np.testing.assert_allclose(loaded.predict_on_batch([x, x[:, ::-1]]),
+                               model.predict_on_batch([x, x[:, ::-1]]), atol=1e-5)
+
+
+def test_one_training_step(trackers):
+    from lesiontrack.tracking_losses import EndPointError, RobustEPELoss
+
+    model = trackers["costvolume"]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=RobustEPELoss(),
+                  metrics=[EndPointError()])
+    x = _images()
+    target = np.zeros((2, 64, 64, 3), np.float32)
+    target[..., 0], target[..., 2] = 3.0, 1.0
+    before = [w.copy() for w in model.get_layer("flow").get_weights()]
+    logs = model.train_on_batch([x, x], target, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+    after = model.get_layer("flow").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))

@@ -1,0 +1,251 @@
+"""Tracker loss, training data, predict_flow and the `lesiontrack train tracker` command."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesiontrack import tracking_data
+from lesiontrack.tracking_losses import (endpoint_error, mean_epe, pack_target, pck,
+                                         robust_epe)
+
+# --------------------------------------------------------------------------- loss tables
+
+# (predicted flow, true flow, valid, alpha, epsilon, expected loss)
+ROBUST_EPE_CASES = [
+    ([[3.0, 4.0]], [[0.0, 0.0]], [1], 0.5, 0.0, 5.0),                 # Charbonnier = EPE
+    ([[3.0, 4.0]], [[0.0, 0.0]], [1], 0.45, 0.0, 25.0 ** 0.45),
+    ([[0.0, 0.0]], [[0.0, 0.0]], [1], 0.5, 1e-3, 1e-3),                # floor at epsilon
+    ([[1.0, 0.0], [0.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]], [1, 1], 0.5, 0.0, 1.5),
+    ([[1.0, 0.0], [0.0, 200.0]], [[0.0, 0.0], [0.0, 0.0]], [1, 0], 0.5, 0.0, 1.0),  # masked
+    ([[1.0, 0.0]], [[0.0, 0.0]], [0], 0.5, 0.0, 0.0),                  # nothing valid
+    ([[6.0, 8.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [1, 1], 1.0, 0.0, 50.0),  # squared
+]
+
+
+@pytest.mark.parametrize("pred, true, valid, alpha, epsilon, expected", ROBUST_EPE_CASES)
+def test_robust_epe_table(pred, true, valid, alpha, epsilon, expected):
+    assert robust_epe(np.array(pred), np.array(true), np.array(valid), alpha=alpha,
+                      epsilon=epsilon) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("pred, true, valid, alpha, epsilon, expected", ROBUST_EPE_CASES)
+def test_keras_loss_matches_numpy(pred, true, valid, alpha, epsilon, expected):
+    from lesiontrack.tracking_losses import RobustEPELoss
+
+    target = pack_target(np.array(true)[None, None], np.array(valid)[None, None])
+    loss = RobustEPELoss(alpha=alpha, epsilon=epsilon)(target, np.array(pred, np.float32)[None, None])
+    assert float(loss) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_epe_and_pck():
+    true = np.zeros((10, 10, 2))
+    pred = np.zeros((10, 10, 2))
+    pred[0, :, 0] = 3.0  # one row off by 3 px
+    valid = np.ones((10, 10), bool)
+    np.testing.assert_allclose(endpoint_error(pred, true)[0], 3.0)
+    assert mean_epe(pred, true, valid) == pytest.approx(0.3)
+    # Diagonal of 10 x 10 is 14.14: 3 px is within 0.25 x but not 0.2 x of it.
+    assert pck(pred, true, valid, fraction=0.25) == 1.0
+    assert pck(pred, true, valid, fraction=0.2) == pytest.approx(0.9)
+    assert np.isnan(mean_epe(pred, true, np.zeros_like(valid)))
+
+
+def test_epe_metric_accumulates():
+    from lesiontrack.tracking_losses import EndPointError
+
+    metric = EndPointError()
+    target = pack_target(np.zeros((1, 2, 1, 2)), np.array([[[1], [0]]]).reshape(1, 2, 1))
+    metric.update_state(target, np.array([[[[3.0, 4.0]], [[100.0, 0.0]]]], np.float32))
+    metric.update_state(target, np.array([[[[0.0, 1.0]], [[100.0, 0.0]]]], np.float32))
+    assert float(metric.result()) == pytest.approx(3.0)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _constant_pair(size=64, flow=(3.0, -2.0)):
+    rng = np.random.default_rng(0)
+    image0 = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    image1 = image0.copy()
+    field = np.tile(np.array(flow, np.float32), (size, size, 1))
+    return image0, image1, field, np.ones((size, size), bool)
+
+
+def test_augment_flips_negate_the_flow_component():
+    pair = _constant_pair(flow=(3.0, -2.0))
+    seen = set()
+    for seed in range(12):
+        _, _, flow, valid = tracking_data.augment_pair(
+            *pair, rng=np.random.default_rng(seed), crop=32, scale_range=(1.0, 1.0), gain_sigma=0)
+        values = flow[valid]
+        assert np.all(values == values[0])
+        seen.add(tuple(values[0]))
+    assert seen == {(3.0, -2.0), (-3.0, -2.0), (3.0, 2.0), (-3.0, 2.0)}
+
+
+def test_augment_crop_same_place_and_targets_inside():
+    image0, _, flow, valid = _constant_pair(size=64, flow=(5.0, 0.0))
+    # image1 is image0 moved 5 px right: image0[y, x] == image1[y, x + 5].
+    image1 = np.roll(image0, 5, axis=1)
+    out0, out1, out_flow, out_valid = tracking_data.augment_pair(
+        image0, image1, flow, valid, rng=np.random.default_rng(1), crop=32,
+        scale_range=(1.0, 1.0), flip=False, gain_sigma=0)
+    assert out0.shape == (32, 32, 3) and out_flow.shape == (32, 32, 2)
+    np.testing.assert_array_equal(out0[:, :27], out1[:, 5:])
+    # Targets beyond the crop's right edge are invalid.
+    assert out_valid[:, :27].all() and not out_valid[:, 27:].any()
+
+
+def test_resize_scales_the_flow():
+    pair = _constant_pair(size=64, flow=(4.0, -2.0))
+    image0, _, flow, valid = tracking_data.resize_pair(*pair, 0.5)
+    assert image0.shape == (32, 32, 3)
+    np.testing.assert_allclose(flow[valid], np.tile([2.0, -1.0], (valid.sum(), 1)), atol=1e-5)
+
+
+def test_examples_are_seeded(pair_dataset):
+    records = tracking_data.pair_records(pair_dataset, "train")
+    first = next(tracking_data.iterate_examples(pair_dataset, records, seed=5, crop=32))
+    again = next(tracking_data.iterate_examples(pair_dataset, records, seed=5, crop=32))
+    other = next(tracking_data.iterate_examples(pair_dataset, records, seed=6, crop=32))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    assert first[2].shape == (32, 32, 3) and set(np.unique(first[2][..., 2])) <= {0.0, 1.0}
+
+
+def test_synthetic_pair_is_consistent():
+    from synth.deform import warp_backward
+
+    image0 = _smooth(64, 64)
+    image1, flow, valid = tracking_data.synthetic_pair(image0, rng=np.random.default_rng(2),
+                                                       strength_range=(0.5, 0.5))
+    assert image1.shape == image0.shape and flow.shape == (64, 64, 2) and valid.dtype == bool
+    back = warp_backward(image1, flow).astype(float)
+    assert np.abs(back - image0)[valid].mean() < 25  # illumination changes, geometry agrees
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _smooth(height, width, seed=0):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(height, width, 3)).astype(np.float32)
+    texture = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    return np.clip(128 + 60 * texture / texture.std(), 0, 255).astype(np.uint8)
+
+
+def write_pair_dataset(root, *, count=4, size=64, shift=(3, -2)):
+    """Pairs of smooth textures translated by ``shift``; the last sample is "val"."""
+    from synth import io
+
+    root = Path(root)
+    lines = []
+    for index in range(count):
+        sample_id = f"{index:06d}"
+        big = _smooth(size + 16, size + 16, seed=index)
+        dx, dy = shift
+        image0 = big[8:8 + size, 8:8 + size]
+        image1 = big[8 - dy:8 - dy + size, 8 - dx:8 - dx + size]
+        paths = io.sample_paths(sample_id, pair=True)
+        zeros = np.zeros((size, size), np.uint8)
+        io.write_image(root / paths["image"], image0)
+        io.write_image(root / paths["labels"], zeros)
+        io.write_image(root / paths["instances"], zeros.astype(np.uint16))
+        io.write_image(root / paths["pair"]["image"], image1)
+        io.write_image(root / paths["pair"]["labels"], zeros)
+        io.write_image(root / paths["pair"]["instances"], zeros.astype(np.uint16))
+        io.write_flo(root / paths["pair"]["flow"],
+                     np.tile(np.array(shift, np.float32), (size, size, 1)))
+        io.write_image(root / paths["pair"]["valid"], zeros + 255)
+        lines.append(json.dumps({"id": sample_id, "index": index,
+                                 "split": "val" if index == count - 1 else "train",
+                                 "size": [size, size], **paths, "lesions": []}))
+    (root / io.MANIFEST).write_text("\n".join(lines) + "\n")
+    io.write_json(root / io.DATASET_INFO, {"format": io.DATASET_FORMAT, "version": 1,
+                                           "config": {}, "procedural": True})
+    return root
+
+
+@pytest.fixture(scope="module")
+def pair_dataset(tmp_path_factory):
+    return write_pair_dataset(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def tiny_tracker():
+    import keras
+
+    from lesiontrack.models.siamese import build_siamese
+
+    keras.backend.clear_session()
+    yield build_siamese((4, 8, 8, 8), atrous_width=8, head_widths=(8,))
+    keras.backend.clear_session()
+
+
+# --------------------------------------------------------------------------- predict_flow
+
+
+def test_predict_flow_any_size(tiny_tracker):
+    from lesiontrack.tracker import predict_flow
+
+    image0, image1 = _smooth(50, 70, seed=1), _smooth(50, 70, seed=2)
+    flow = predict_flow(image0, image1, weights=tiny_tracker)
+    assert flow.shape == (50, 70, 2) and flow.dtype == np.float32
+    # A larger second photo: flow still on image0's grid; downscaled working size.
+    flow = predict_flow(image0, _smooth(100, 140, seed=2), weights=tiny_tracker, max_diagonal=40)
+    assert flow.shape == (50, 70, 2) and np.isfinite(flow).all()
+
+
+def test_predict_flow_maps_into_image1_pixels(tiny_tracker, monkeypatch):
+    from lesiontrack import tracker
+
+    # With a network that answers zero flow, the mapping into a 2x larger image1 is p -> 2p.
+    monkeypatch.setattr(tracker, "_predictor",
+                        lambda model: lambda a, b: np.zeros(a.shape[:3] + (2,), np.float32))
+    flow = tracker.predict_flow(_smooth(16, 16), _smooth(32, 32), weights=tiny_tracker)
+    np.testing.assert_allclose(flow[3, 5], [5 + 0.5, 3 + 0.5])
+
+
+def test_predict_flow_rejects_bad_input(tiny_tracker):
+    from lesiontrack.tracker import predict_flow
+
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        predict_flow(np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.uint8), weights=tiny_tracker)
+
+
+# --------------------------------------------------------------------------- training command
+
+
+def test_train_tracker_command_and_resume(pair_dataset, tiny_detector_path, tmp_path):
+    from click.testing import CliRunner
+
+    from lesiontrack.cli import main
+
+    out = tmp_path / "run" / "tracker.keras"
+    arguments = ["train", "tracker", str(pair_dataset), "--init", str(tiny_detector_path),
+                 "--out", str(out), "--steps", "1", "--batch", "2", "--crop", "32",
+                 "--val-limit", "1"]
+    result = CliRunner().invoke(main, arguments + ["--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "val EPE" in result.output
+    for suffix in (".keras", ".last.keras", ".state.json", ".csv", ".png"):
+        assert (tmp_path / "run" / f"tracker{suffix}").is_file(), suffix
+    result = CliRunner().invoke(main, arguments + ["--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "tracker.state.json").read_text())
+    assert state["epoch"] == 2 and state["monitor"] == "epe"
+    assert len((tmp_path / "run" / "tracker.csv").read_text().strip().splitlines()) == 3
+
+
+def test_train_tracker_command_bad_crop(pair_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from lesiontrack.cli import main
+
+    result = CliRunner().invoke(main, ["train", "tracker", str(pair_dataset), "--out",
+                                       str(tmp_path / "t.keras"), "--crop", "40"])
+    assert result.exit_code == 1 and "multiple of the model stride" in result.output
