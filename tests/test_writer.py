@@ -245,3 +245,22 @@ def test_cli_bad_size_and_shard(tmp_path):
     assert result.exit_code == 2 and "WxH" in result.output
     result = _run("make-dataset", "--out", tmp_path / "ds", "--shard", "3/2")
     assert result.exit_code == 2
+
+
+def test_lesions_take_their_physical_size(tmp_path):
+    lesions = tmp_path / "lesions"
+    _lesion_folder(lesions, [("a", 0), ("b", 1)], header="image,mask,malignant,diagnosis,patient")
+    csv = lesions / "lesions.csv"
+    rows = csv.read_text().splitlines()
+    csv.write_text("\n".join([rows[0] + ",diameter_mm"] + [r + ",8" for r in rows[1:]]) + "\n")
+    config = DatasetConfig(count=1, lesions=str(lesions), size=(256, 256), mm_per_px=0.25,
+                           lesions_per_image=(3, 3))
+    context = Context.build(config)
+    _, record = make_sample(0, context)
+    mm_per_px = record["body"]["mm_per_px"]
+    for lesion in record["lesions"]:
+        # 8 mm with +-15 % jitter, at the crop's own scale (body scale / zoom).
+        assert 8 * 0.85 <= lesion["diameter_mm"] <= 8 * 1.15
+        assert lesion["diameter_px"] == pytest.approx(lesion["diameter_mm"] / mm_per_px, rel=2e-3)
+        # The blended disk spans that diameter, up to the augmentation's scale of +-10 %.
+        assert 0.8 * lesion["diameter_px"] <= max(lesion["bbox"][2:]) <= 1.25 * lesion["diameter_px"]
