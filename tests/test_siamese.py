@@ -61,6 +61,15 @@ def test_correlation_matches_numpy(rng):
             np.testing.assert_allclose(cost[..., (dy + 1) * 3 + dx + 1], expected, atol=1e-6)
 
 
+def test_soft_argmax_flow_of_a_peaked_cost():
+    cost = np.full((1, 2, 3, 25), -1.0, np.float32)
+    cost[..., (1 + 2) * 5 + (-2 + 2)] = 1.0  # dy = +1, dx = -2 cells
+    flow = np.asarray(siamese.SoftArgmaxFlow(2, cell=16.0, initial_beta=50.0)(cost))
+    assert flow.shape == (1, 2, 3, 2)
+    np.testing.assert_allclose(flow[..., 0], -32.0, atol=1e-3)
+    np.testing.assert_allclose(flow[..., 1], 16.0, atol=1e-3)
+
+
 def test_backward_warp_integer_shift(rng):
     features = rng.normal(size=(1, 8, 10, 2)).astype(np.float32)
     # A flow of (8, -4) full-resolution pixels is (2, -1) cells at 1/4 resolution.

@@ -16,9 +16,10 @@ Two variants (``variant=``):
     Coarse-to-fine, for the large viewpoint changes between visits: the trunk continues to
     1/16 resolution (the detector's ``conv4`` block at 1/8, then ``coarse``), a correlation
     cost volume over +-``max_displacement`` cells (Dosovitskiy et al., "FlowNet", 2015,
-    eq. 1; here +-6 cells = +-96 px) feeds a small decoder that regresses a coarse flow
-    (Sun et al., "PWC-Net", 2018, sec. 3); image 1's 1/4-resolution features are warped by
-    the upsampled coarse flow and the subtraction-merge head regresses the residual.
+    eq. 1; here +-6 cells = +-96 px) gives a soft arg-max displacement, which a small
+    decoder corrects (Sun et al., "PWC-Net", 2018, sec. 3); image 1's 1/4-resolution
+    features are warped by the upsampled coarse flow and the subtraction-merge head
+    regresses the residual.
 
 Flows inside the network are always in full-resolution pixels; channel 0 = dx (columns),
 forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``).
@@ -90,6 +91,45 @@ class Correlation(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "max_displacement": self.max_displacement}
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class SoftArgmaxFlow(layers.Layer):
+    """Expected displacement under a softmax over a cost volume, in full-resolution pixels.
+
+    ``flow(x) = cell * sum_d softmax_d(beta * c(x, d)) d`` (a differentiable arg-max, as in
+    Kendall et al., "GC-Net", 2017, eq. 1), with a learned inverse temperature ``beta``
+    (stored as its log). It gives a sensible coarse flow from the first step, which the
+    decoder then corrects. Input (B, h, w, (2D + 1)^2); output (B, h, w, 2), dx first.
+    """
+
+    def __init__(self, max_displacement=MAX_DISPLACEMENT, cell=16.0, initial_beta=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.max_displacement = int(max_displacement)
+        self.cell = float(cell)
+        self.initial_beta = float(initial_beta)
+
+    def build(self, input_shape):
+        self.log_beta = self.add_weight(
+            shape=(), name="log_beta",
+            initializer=keras.initializers.Constant(np.log(self.initial_beta)))
+
+    def call(self, cost):
+        from keras import ops
+
+        d = self.max_displacement
+        offsets = np.arange(-d, d + 1, dtype=np.float32) * self.cell
+        dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+        grid = ops.convert_to_tensor(np.stack([dx.ravel(), dy.ravel()], -1))  # (K^2, 2)
+        weights = ops.softmax(cost * ops.exp(ops.cast(self.log_beta, cost.dtype)), axis=-1)
+        return ops.einsum("bhwk,kc->bhwc", weights, ops.cast(grid, cost.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], 2)
+
+    def get_config(self):
+        return {**super().get_config(), "max_displacement": self.max_displacement,
+                "cell": self.cell, "initial_beta": self.initial_beta}
 
 
 @keras.saving.register_keras_serializable(package="lesiontrack")
@@ -226,11 +266,20 @@ def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_ra
         flow = _flow_head(merged, "flow", head_widths)
     else:
         coarse0, coarse1 = out0[1], out1[1]
-        unit = layers.UnitNormalization(axis=-1, name="coarse_norm")
-        cost = Correlation(max_displacement, name="cost_volume")(unit(coarse0), unit(coarse1))
-        cost = layers.LeakyReLU(0.1, name="cost_volume_relu")(cost)
-        x = layers.Concatenate(name="coarse_merge")([cost, coarse0])
-        coarse_flow = _flow_head(x, "coarse_flow", (96, 64, 32))
+        # Centred and scaled over channels, so that the correlation (a channel mean) is the
+        # Pearson correlation of the two feature vectors, in [-1, 1], and features off the
+        # frame (zero) score as uncorrelated rather than as a preferred match.
+        norm = layers.LayerNormalization(axis=-1, center=False, scale=False, name="coarse_norm")
+        cost = Correlation(max_displacement, name="cost_volume")(norm(coarse0), norm(coarse1))
+        # Start the soft arg-max at a temperature where a correlation gap of 0.1 is a
+        # factor e^2 in weight.
+        prior = SoftArgmaxFlow(max_displacement, cell=16.0, initial_beta=20.0,
+                               name="coarse_argmax")(cost)
+        x = layers.Concatenate(name="coarse_merge")(
+            [layers.LeakyReLU(0.1, name="cost_volume_relu")(cost), coarse0,
+             layers.Rescaling(1.0 / FLOW_SCALE, name="coarse_argmax_input")(prior)])
+        correction = _flow_head(x, "coarse_flow", (96, 64, 32))
+        coarse_flow = layers.Add(name="coarse_flow_total")([prior, correction])
         # 1/16 -> 1/4: units stay full-resolution pixels, so no rescaling of the values.
         coarse_up = Upsample(4, name="coarse_flow_up")(coarse_flow)
         warped1 = BackwardWarp(0.25, name="warp")(fine1, coarse_up)
