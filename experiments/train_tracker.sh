@@ -8,8 +8,10 @@
 # 3. copy the best checkpoint (lowest validation EPE) into the package.
 #
 # Usage: experiments/train_tracker.sh [COUNT] [EPOCHS] [STEPS]   (run from the repository root)
-# Throughput measured on 2 shared CPU cores at crop 256, batch 8: about 3 pairs/s (2.7 s per
-# step under a load of 4-5), so 10 x 50 steps take roughly 25-30 minutes plus validation.
+# Throughput measured on 2 shared CPU cores (load 5-6 from other jobs) at crop 256, batch 8,
+# conv1 frozen (the default with a detector --init): about 4 pairs/s, 2.0-2.7 s per step, so
+# 10 x 50 steps take roughly 20-25 minutes plus about 10 s of validation per epoch. Adding
+# --bf16 (mixed bfloat16; flows and cost volume stay float32) was about 1.3x faster.
 # Pairs are resized by a random factor in [0.5, 1] before cropping (--min-scale), so the
 # 30-70 px motion of 512 x 512 pairs fits in the 256 crops; predict_flow processes photos
 # at a diagonal of at most 800 px, the scale the network is trained at.

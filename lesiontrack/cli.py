@@ -163,15 +163,24 @@ def evaluate_detection_command(dataset, out, split, weights, baseline, limit, se
               type=click.FloatRange(0, 1), help="Share of pairs warped on the fly from t0 photos.")
 @click.option("--val-limit", default=32, show_default=True, type=click.IntRange(min=1),
               help="Validation pairs per epoch.")
+@click.option("--freeze", default="auto", show_default=True,
+              help="Comma-separated trunk blocks kept fixed (e.g. conv1), 'none', or 'auto' "
+                   "(conv1 when --init is a detector).")
+@click.option("--bf16", "mixed_precision", is_flag=True,
+              help="Mixed bfloat16 compute (flows stay float32).")
 def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, learning_rate,
-                          variant, min_scale, synthetic_fraction, val_limit):
+                          variant, min_scale, synthetic_fraction, val_limit, freeze,
+                          mixed_precision):
     """Train the siamese tracker on DATASET's pairs (resumes when OUT has a state file)."""
     from lesiontrack.train_tracker import train_tracker
 
+    blocks = None if freeze == "auto" else tuple(
+        b.strip() for b in freeze.split(",") if b.strip() and b.strip() != "none")
     history = train_tracker(dataset, out, init=init, epochs=epochs, steps=steps, batch=batch,
                             crop=crop, seed=seed, learning_rate=learning_rate, variant=variant,
                             scale_range=(min_scale, 1.0), synthetic_fraction=synthetic_fraction,
-                            val_limit=val_limit)
+                            val_limit=val_limit, freeze=blocks,
+                            mixed_precision=mixed_precision)
     if history:
         last = history[-1]
         click.echo(f"epoch {last['epoch']}: val EPE {last['val_epe']:.2f} px, "

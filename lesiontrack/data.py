@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from synth.io import IGNORE, InputError, read_image, read_label_map, read_manifest
+from synth.io import IGNORE, InputError, read_image, read_label_map, read_manifest, present_lesions
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def sample_crops(records, *, count, crop, rng, lesion_bias=0.7, augment=True):
     near_lesion = rng.random(count) < lesion_bias
     for k, i in enumerate(index):
         width, height = records[i]["size"]
-        lesions = records[i].get("lesions") or []
+        lesions = present_lesions(records[i])
         if near_lesion[k] and lesions:
             cx, cy = lesions[rng.integers(len(lesions))]["centroid"]
             # Any window that contains the centroid, clamped to the photo.

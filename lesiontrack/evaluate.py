@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesiontrack import metrics, plots
-from synth.io import (COCO_ANNOTATIONS, InputError, atomic_path, is_dataset, read_image,
+from synth.io import (COCO_ANNOTATIONS, InputError, atomic_path, is_dataset, present_lesions, read_image,
                       read_json, read_label_map, read_manifest, write_json)
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _from_dataset(root: Path, split: str | None) -> list[AnnotatedImage]:
     for record in read_manifest(root):
         if split is not None and record.get("split") != split:
             continue
-        lesions = record.get("lesions", [])
+        lesions = present_lesions(record)
         items.append(AnnotatedImage(
             id=str(record["id"]), image=root / record["image"],
             labels=root / record["labels"] if record.get("labels") else None,

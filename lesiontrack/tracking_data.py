@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -174,26 +175,21 @@ def iterate_examples(root, records, *, seed, crop=DEFAULT_CROP, scale_range=DEFA
         for index in rng.permutation(len(records)):
             record = records[index]
             if synthetic_fraction and rng.random() < synthetic_fraction:
-                image0 = read_image(_path(root, record["image"]))
+                image0 = read_image(Path(root) / record["image"])
                 image1, flow, valid = synthetic_pair(image0, rng=rng)
                 pair = (image0, image1, flow, valid)
             else:
                 pair = cache.get(record["id"])
                 if pair is None:
                     pair = load_pair(root, record)
-                    if len(cache) >= cache_size:
-                        cache.pop(next(iter(cache)))
-                    cache[record["id"]] = pair
+                    if cache_size > 0:
+                        if len(cache) >= cache_size:
+                            cache.pop(next(iter(cache)))
+                        cache[record["id"]] = pair
             image0, image1, flow, valid = augment_pair(*pair, rng=rng, crop=crop,
                                                        scale_range=scale_range, flip=flip)
             target = np.concatenate([flow, valid[..., None].astype(np.float32)], -1)
             yield image0, image1, target
-
-
-def _path(root, relative):
-    from pathlib import Path
-
-    return Path(root) / relative
 
 
 def make_dataset(root, records, *, batch_size=8, seed=0, crop=DEFAULT_CROP,

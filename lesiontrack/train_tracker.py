@@ -61,7 +61,8 @@ def evaluate_flow(model, root, records, *, limit=32, max_diagonal=None) -> dict:
 
 def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, crop=256, seed=0,
                   learning_rate=5e-4, variant=None, scale_range=(0.5, 1.0),
-                  synthetic_fraction=0.0, val_limit=32, alpha=0.45):
+                  synthetic_fraction=0.0, val_limit=32, alpha=0.45, freeze=None,
+                  mixed_precision=False):
     """Train the tracker on a dataset's pairs; resumes when ``out`` has a state file.
 
     Parameters
@@ -90,6 +91,14 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
         Validation pairs per epoch (full photos).
     alpha : float
         Exponent of the generalised Charbonnier loss.
+    freeze : sequence of str, optional
+        Trunk blocks kept fixed (e.g. ``("conv1",)``). Default: ``("conv1",)`` when the trunk
+        comes from a detector (its full-resolution block costs about a third of a training
+        step on CPU and its colour/edge filters carry over), none otherwise.
+    mixed_precision : bool
+        Compute in bfloat16 (weights, flows and the cost volume stay float32); about 1.3x
+        faster per step on CPU. Applies when the model is built (not when continuing from a
+        tracker file).
 
     Returns
     -------
@@ -112,7 +121,18 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     if not val_records:
         log.warning("%s: no validation pairs; validating on training pairs", dataset)
         val_records = train_records
-    model = _initial_model(init, variant or siamese.DEFAULT_VARIANT)
+    if mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model, from_detector = _initial_model(init, variant or siamese.DEFAULT_VARIANT)
+    finally:
+        if mixed_precision:
+            keras.mixed_precision.set_dtype_policy("float32")
+    if freeze is None:
+        freeze = ("conv1",) if from_detector else ()
+    frozen = freeze_blocks(model, freeze)
+    if frozen:
+        log.info("frozen trunk layers: %s", ", ".join(frozen))
     variant = siamese.model_variant(model)
     stride = siamese.stride_of(variant)
     if crop % stride:
@@ -133,7 +153,8 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     config = {"dataset": str(dataset), "init": None if init is None else str(init),
               "variant": variant, "epochs": epochs, "steps": steps, "batch": batch, "crop": crop,
               "seed": seed, "learning_rate": learning_rate, "scale_range": list(scale_range),
-              "synthetic_fraction": synthetic_fraction, "alpha": alpha}
+              "synthetic_fraction": synthetic_fraction, "alpha": alpha,
+              "frozen": list(frozen), "mixed_precision": mixed_precision}
     _, history = generic.fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
                              monitor="epe", mode="min", config=config)
     files = generic.TrainingFiles.beside(out)
@@ -143,15 +164,29 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     return history
 
 
+def freeze_blocks(model, blocks) -> list[str]:
+    """Make the trunk layers named ``{block}_*`` untrainable; returns their names.
+
+    Frozen batch-normalisation layers also keep their statistics (Keras runs them in
+    inference mode).
+    """
+    names = []
+    for layer in model.get_layer("trunk").layers:
+        if any(layer.name.startswith(f"{block}_") for block in blocks) and layer.weights:
+            layer.trainable = False
+            names.append(layer.name)
+    return names
+
+
 def _initial_model(init, variant):
-    """A fresh tracker, its trunk from a detector, or a tracker to continue from."""
+    """(model, from_detector): a fresh tracker, one with a detector's trunk, or a tracker."""
     from lesiontrack.models import siamese
 
     if init is None:
-        return siamese.Tracker(variant=variant)
+        return siamese.Tracker(variant=variant), False
     model = siamese.load_model_file(init)
     if len(model.inputs) == 2:
-        return model
+        return model, False
     tracker = siamese.Tracker(variant=variant, detector=model)
     log.info("tracker trunk initialised from detector %s", init)
-    return tracker
+    return tracker, True

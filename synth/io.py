@@ -291,6 +291,15 @@ def read_manifest(root) -> list[dict]:
     return sorted(records.values(), key=lambda record: record["index"])
 
 
+def present_lesions(record: dict) -> list[dict]:
+    """The lesions of a manifest record that are visible in its t0 image.
+
+    In a pair dataset a lesion "new" at the second visit is listed with ``bbox`` null: it is
+    only in t1 (its t1 box is under ``"t1"``).
+    """
+    return [lesion for lesion in record.get("lesions", []) if lesion.get("bbox")]
+
+
 def load_sample(root, record: dict, *, pair: bool = False) -> dict:
     """Load a sample's arrays.
 

@@ -236,6 +236,8 @@ def test_train_tracker_command_and_resume(pair_dataset, tiny_detector_path, tmp_
         assert (tmp_path / "run" / f"tracker{suffix}").is_file(), suffix
     state = json.loads((tmp_path / "run" / "tracker.state.json").read_text())
     assert state["epoch"] == 1 and state["monitor"] == "epe"
+    # Initialised from a detector: its full-resolution block is kept fixed by default.
+    assert state["config"]["frozen"] == ["conv1_1", "conv1_1_bn", "conv1_2", "conv1_2_bn"]
     # Resuming a finished run reloads the last checkpoint (custom layers, loss, metric).
     result = CliRunner().invoke(main, arguments + ["--epochs", "1"])
     assert result.exit_code == 0, result.output

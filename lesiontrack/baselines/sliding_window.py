@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import minimize
 from tqdm import tqdm
 
-from synth.io import InputError, atomic_path, read_image, read_manifest
+from synth.io import InputError, atomic_path, read_image, read_manifest, present_lesions
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def train_sliding_window(dataset_root, *, split="train", rng, window_sizes=WINDO
     for record in tqdm(records, desc="baseline windows", unit="image", leave=False):
         image = read_image(root / record["image"])
         window_features, window_labels = sample_training_windows(
-            image, record.get("lesions", []), rng=rng, window_sizes=window_sizes,
+            image, present_lesions(record), rng=rng, window_sizes=window_sizes,
             positives_per_lesion=positives_per_lesion, negatives=negatives_per_image)
         features.append(window_features)
         labels.append(window_labels)

@@ -22,7 +22,9 @@ Two variants (``variant=``):
     regresses the residual.
 
 Flows inside the network are always in full-resolution pixels; channel 0 = dx (columns),
-forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``).
+forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``). Every layer that carries a flow, and
+the cost volume, computes in float32 even under a mixed bfloat16 policy (8 mantissa bits
+would round a 60 px displacement to 0.25 px).
 
 Layer names of the shared trunk are those of the detector (``scale``, ``conv{l}_{k}`` with
 ``_bn``/``_relu``, ``pool{l}``), so :func:`load_detector_weights` copies its weights by name.
@@ -241,7 +243,7 @@ def _flow_head(x, prefix, widths):
         x = layers.LeakyReLU(0.1, name=f"{prefix}_conv{index}_relu")(x)
     x = layers.Conv2D(2, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
                       name=prefix)(x)
-    return layers.Rescaling(FLOW_SCALE, name=f"{prefix}_pixels")(x)
+    return layers.Rescaling(FLOW_SCALE, dtype="float32", name=f"{prefix}_pixels")(x)
 
 
 def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_rates=ATROUS_RATES,
@@ -251,8 +253,9 @@ def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_ra
 
     Inputs: ``image0`` and ``image1``, float32 (B, H, W, 3) RGB in [0, 255], H and W
     multiples of :func:`stride_of` ``(variant)``. Output: float32 (B, H, W, 2) forward flow in
-    pixels, channel 0 = dx. With ``variant="costvolume"`` the layer ``coarse_flow_up`` holds
-    the coarse flow at 1/4 resolution (used for deep supervision during training).
+    pixels, channel 0 = dx. With ``variant="costvolume"`` the layers ``coarse_argmax`` (soft
+    arg-max of the cost volume, 1/16) and ``coarse_flow_up`` (corrected coarse flow at 1/4)
+    hold the intermediate flows, in full-resolution pixels, for inspection.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -270,24 +273,25 @@ def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_ra
         # Pearson correlation of the two feature vectors, in [-1, 1], and features off the
         # frame (zero) score as uncorrelated rather than as a preferred match.
         norm = layers.LayerNormalization(axis=-1, center=False, scale=False, name="coarse_norm")
-        cost = Correlation(max_displacement, name="cost_volume")(norm(coarse0), norm(coarse1))
+        cost = Correlation(max_displacement, dtype="float32", name="cost_volume")(
+            norm(coarse0), norm(coarse1))
         # Start the soft arg-max at a temperature where a correlation gap of 0.1 is a
         # factor e^2 in weight.
-        prior = SoftArgmaxFlow(max_displacement, cell=16.0, initial_beta=20.0,
+        prior = SoftArgmaxFlow(max_displacement, cell=16.0, initial_beta=20.0, dtype="float32",
                                name="coarse_argmax")(cost)
         x = layers.Concatenate(name="coarse_merge")(
             [layers.LeakyReLU(0.1, name="cost_volume_relu")(cost), coarse0,
              layers.Rescaling(1.0 / FLOW_SCALE, name="coarse_argmax_input")(prior)])
         correction = _flow_head(x, "coarse_flow", (96, 64, 32))
-        coarse_flow = layers.Add(name="coarse_flow_total")([prior, correction])
+        coarse_flow = layers.Add(dtype="float32", name="coarse_flow_total")([prior, correction])
         # 1/16 -> 1/4: units stay full-resolution pixels, so no rescaling of the values.
-        coarse_up = Upsample(4, name="coarse_flow_up")(coarse_flow)
-        warped1 = BackwardWarp(0.25, name="warp")(fine1, coarse_up)
+        coarse_up = Upsample(4, dtype="float32", name="coarse_flow_up")(coarse_flow)
+        warped1 = BackwardWarp(0.25, dtype="float32", name="warp")(fine1, coarse_up)
         merged = layers.Subtract(name="merge")([fine0, warped1])
         x = layers.Concatenate(name="merge_flow")([merged, layers.Rescaling(1.0 / FLOW_SCALE,
                                                                             name="coarse_flow_input")(coarse_up)])
         residual = _flow_head(x, "flow", head_widths)
-        flow = layers.Add(name="refined_flow")([coarse_up, residual])
+        flow = layers.Add(dtype="float32", name="refined_flow")([coarse_up, residual])
     flow = Upsample(4, dtype="float32", name="flow_up")(flow)
     return keras.Model([image0, image1], flow, name=name or f"tracker_{variant}")
 
