@@ -25,9 +25,9 @@ STEPS=${3:-50}
 DATA=../shared/data
 RUN=runs/tracker
 
-if [ ! -f runs/track-ds/dataset.json ]; then
+if [ ! -f runs/ds-real/dataset.json ]; then
     synth make-dataset --lesions "$DATA/lesions/pad-ufes-20" --bodies "$DATA/bodies/itobos" \
-        --out runs/track-ds --count "$COUNT" --pairs --seed 0
+        --out runs/ds-real --count "$COUNT" --pairs --seed 0
 fi
 
 INIT=()
@@ -36,7 +36,7 @@ for detector in runs/detector/detector.keras lesiontrack/weights/detector.keras;
 done
 
 mkdir -p "$RUN"
-lesiontrack -v train tracker runs/track-ds "${INIT[@]}" --out "$RUN/tracker.keras" \
+lesiontrack -v train tracker runs/ds-real "${INIT[@]}" --out "$RUN/tracker.keras" \
     --variant costvolume --epochs "$EPOCHS" --steps "$STEPS" --batch 8 --crop 256 \
     --min-scale 0.5 --seed 0 --lr 5e-4 --val-limit 32
 

@@ -12,23 +12,12 @@ from pathlib import Path
 
 import click
 
-from synth.io import InputError
+from synth.cli import InputErrorGroup
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-class _Group(click.Group):
-    """A group that turns InputError into a one-line message and exit status 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except InputError as error:
-            click.echo(f"Error: {error}", err=True)
-            ctx.exit(1)
-
-
-@click.group(cls=_Group)
+@click.group(cls=InputErrorGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log diagnostics.")
 @click.version_option(package_name="lesiontrack")
 def main(verbose):

@@ -13,7 +13,7 @@ import click
 from synth.io import InputError
 
 
-class _Group(click.Group):
+class InputErrorGroup(click.Group):
     """A group that turns InputError into a one-line message and exit status 1."""
 
     def invoke(self, ctx):
@@ -44,7 +44,7 @@ def _parse_shard(ctx, param, value):
     return number, total
 
 
-@click.group(cls=_Group)
+@click.group(cls=InputErrorGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log diagnostics.")
 @click.version_option(package_name="lesiontrack")
 def main(verbose):
