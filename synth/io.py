@@ -36,6 +36,15 @@ SPLITS = "splits.json"
 COCO_ANNOTATIONS = "annotations.json"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class InputError(ValueError):
     """Bad user input: the message names the file and the problem, in one line."""
 
@@ -158,6 +167,8 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); give it the permissions of a normal file.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
