@@ -33,7 +33,7 @@ def train():
 
 @main.group()
 def evaluate():
-    """Evaluate detection or tracking on a held-out split or annotated photos."""
+    """Evaluate detection on a held-out split or annotated photos (tracking: bin/pck-benchmark)."""
 
 
 @train.command("detector")
