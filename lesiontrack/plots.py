@@ -57,12 +57,18 @@ def plot_froc(curves: dict, path, *, title="FROC", max_fp=None) -> Path:
         if fp.size:
             largest = max(largest, float(fp.max()))
     axes.set_xlim(0, max_fp if max_fp is not None else largest)
+    return _finish(figure, axes, path, xlabel="false positives per image",
+                   ylabel="sensitivity", title=title, legend=bool(curves))
+
+
+def _finish(figure, axes, path, *, xlabel, ylabel, title, legend):
+    """Rate axis from 0 to 1, labels, grid, legend; save the figure."""
     axes.set_ylim(0, 1.02)
-    axes.set_xlabel("false positives per image")
-    axes.set_ylabel("sensitivity")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    if curves:
+    if legend:
         axes.legend(loc="lower right")
     return _save(figure, path)
 
@@ -88,14 +94,8 @@ def plot_roc(curves: dict, path, title="ROC") -> Path:
         label = name if area is None or math.isnan(area) else f"{name} (AUC {area:.3f})"
         axes.plot(np.asarray(fpr, float), np.asarray(tpr, float), label=label)
     axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1.02)
-    axes.set_xlabel("false positive rate")
-    axes.set_ylabel("true positive rate")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if curves:
-        axes.legend(loc="lower right")
-    return _save(figure, path)
+    return _finish(figure, axes, path, xlabel="false positive rate",
+                   ylabel="true positive rate", title=title, legend=bool(curves))
 
 
 def plot_pck(curves: dict, path, *, title="PCK") -> Path:
@@ -116,14 +116,8 @@ def plot_pck(curves: dict, path, *, title="PCK") -> Path:
     figure, axes = plt.subplots(figsize=(5.5, 4.2))
     for name, (alphas, pck) in curves.items():
         axes.plot(np.asarray(alphas, float), np.asarray(pck, float), marker=".", label=name)
-    axes.set_ylim(0, 1.02)
-    axes.set_xlabel("alpha (fraction of image diagonal)")
-    axes.set_ylabel("PCK")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if curves:
-        axes.legend(loc="lower right")
-    return _save(figure, path)
+    return _finish(figure, axes, path, xlabel="alpha (fraction of image diagonal)",
+                   ylabel="PCK", title=title, legend=bool(curves))
 
 
 def plot_training_curves(csv_path, png_path) -> Path:
