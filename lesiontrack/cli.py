@@ -144,8 +144,9 @@ def evaluate_detection_command(dataset, out, split, weights, baseline, limit, se
 @click.option("--seed", default=0, show_default=True, help="Seed of crops and augmentation.")
 @click.option("--lr", "learning_rate", default=5e-4, show_default=True, help="Adam step size.")
 @click.option("--variant", default="costvolume", show_default=True,
-              type=click.Choice(["costvolume", "subtract"]),
-              help="Cost volume + residual head, or the paper's plain subtraction merge.")
+              type=click.Choice(["costvolume", "subtract", "refine"]),
+              help="Cost volume + residual head, the paper's plain subtraction merge, or "
+                   "DIS flow + a subtraction-merge residual head.")
 @click.option("--min-scale", default=0.5, show_default=True, type=click.FloatRange(0.05, 1),
               help="Pairs are resized by a random factor in [min-scale, 1] before cropping.")
 @click.option("--synthetic", "synthetic_fraction", default=0.0, show_default=True,

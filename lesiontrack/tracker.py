@@ -6,6 +6,10 @@ diagonal is at most ``max_diagonal`` (default 800 px): the motion of real visits
 at about 5 % of the diagonal, then falls in the range the network was trained on, and the run
 time stays well under a second for a 1094 x 894 pair on two CPU cores. The flow is resized
 back and its values scaled to the input's pixels.
+
+A ``"refine"`` tracker (:mod:`lesiontrack.models.siamese`) is coarse-to-fine: DIS optical flow
+at the working size (:func:`coarse_flow`), the second photo warped back onto the first by it,
+and the network's residual added to the DIS flow.
 """
 from __future__ import annotations
 
@@ -71,6 +75,32 @@ def _predictor(model):
     return predictor
 
 
+def coarse_flow(image0, image1) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse stage of the ``"refine"`` tracker: DIS flow and image1 warped back by it.
+
+    Parameters
+    ----------
+    image0, image1 : ndarray, uint8 (H, W, 3)
+        RGB photos of the same size.
+
+    Returns
+    -------
+    flow : ndarray, float32 (H, W, 2)
+        DIS optical flow (Kroeger et al. 2016; OpenCV medium preset on grey images, as
+        :func:`lesiontrack.flow.estimate_flow` ``method="dis"``), channel 0 = dx.
+    warped1 : ndarray, uint8 (H, W, 3)
+        ``image1`` sampled at ``p + flow(p)`` (bilinear, border replicated): close to
+        ``image0`` where the coarse flow is right.
+    """
+    from lesiontrack.flow import estimate_flow
+    from synth.deform import warp_backward
+
+    if image0.shape != image1.shape:
+        raise ValueError(f"coarse_flow needs photos of one size, got {image0.shape} and {image1.shape}")
+    flow = estimate_flow(image0, image1, method="dis")
+    return flow, warp_backward(image1, flow)
+
+
 def _check_image(image, name):
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -88,7 +118,8 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
         the network and the flow is mapped back to ``image1``'s pixels.
     weights : "default", path-like or keras.Model
         The packaged weights, a ``.keras`` file from ``lesiontrack train tracker`` or a built
-        model (:func:`lesiontrack.models.siamese.Tracker`).
+        model (:func:`lesiontrack.models.siamese.Tracker`). A ``"refine"`` model runs DIS
+        first (:func:`coarse_flow`) and adds its residual to that flow.
     max_diagonal : float or None
         Photos with a larger diagonal are processed at a size with this diagonal (see the
         module docstring); None processes at full size.
@@ -117,12 +148,19 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
         work0 = cv2.resize(image0, size, interpolation=cv2.INTER_AREA)
         work1 = cv2.resize(image1, size, interpolation=cv2.INTER_AREA)
     work_height, work_width = work0.shape[:2]
-    stride = stride_of(model_variant(model))
+    variant = model_variant(model)
+    coarse = None
+    if variant == "refine":
+        # Coarse-to-fine: the network sees image1 warped by DIS and returns the residual.
+        coarse, work1 = coarse_flow(work0, work1)
+    stride = stride_of(variant)
     pad = ((0, -work_height % stride), (0, -work_width % stride), (0, 0))
     batch0 = np.pad(work0, pad, mode="edge")[None].astype(np.float32)
     batch1 = np.pad(work1, pad, mode="edge")[None].astype(np.float32)
     flow = np.asarray(_predictor(model)(batch0, batch1))[0, :work_height, :work_width]
     flow = flow.astype(np.float32)
+    if coarse is not None:
+        flow = flow + coarse
     if (work_height, work_width) != (height, width):
         scale = np.array([width / work_width, height / work_height], np.float32)
         flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * scale

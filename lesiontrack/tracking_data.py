@@ -18,6 +18,14 @@ the synthesizer already makes.
 
 Optionally (``synthetic_fraction``) a share of the pairs are made on the fly from t0 images
 with :mod:`synth.deform` (random viewpoint and non-rigid warp, illumination change).
+
+For the coarse-to-fine ``"refine"`` tracker (``coarse=True``) the coarse stage runs here as
+at inference (:func:`lesiontrack.tracker.coarse_flow`): DIS flow of the whole pair at its
+stored size, resized with the pair like the true flow; ``image1`` becomes t1 warped back by it
+and the target is the residual, true flow minus DIS flow, with the same validity. DIS runs on
+the whole photo at its stored size, not on the crop or the downscaled photo, because that is
+what inference sees (working size 512-800 px) and because at 256 px DIS builds a shallower
+pyramid and often misses 40-px motions that it finds at 512 px.
 """
 from __future__ import annotations
 
@@ -88,15 +96,20 @@ def resize_pair(image0, image1, flow, valid, factor):
     interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     image0 = cv2.resize(image0, size, interpolation=interpolation)
     image1 = cv2.resize(image1, size, interpolation=interpolation)
-    scale = np.array([size[0] / width, size[1] / height], np.float32)
-    flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * scale
+    flow = _resize_flow(flow, size)
     # A resized pixel is valid only where all the pixels it mixes were valid.
     valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.999
     return image0, image1, flow, valid
 
 
+def _resize_flow(flow, size):
+    """Flow resized to ``size`` (width, height), values scaled with the image."""
+    scale = np.array([size[0] / flow.shape[1], size[1] / flow.shape[0]], np.float32)
+    return cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * scale
+
+
 def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
-                 scale_range=DEFAULT_SCALE_RANGE, flip=True, gain_sigma=0.05):
+                 scale_range=DEFAULT_SCALE_RANGE, flip=True, gain_sigma=0.05, coarse=False):
     """Random resize, crop at the same place in both photos, consistent flips, gain jitter.
 
     Parameters
@@ -114,16 +127,28 @@ def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
         Random horizontal and vertical flips.
     gain_sigma : float
         Per-photo, per-channel log-gain ~ N(0, sigma).
+    coarse : bool
+        Replace ``image1`` by t1 warped back by the DIS flow of the pair (computed before
+        resizing) and return the residual ``flow - DIS flow`` (the ``"refine"`` tracker;
+        module docstring).
 
     Returns
     -------
     image0, image1 : ndarray, uint8 (crop, crop, 3)
     flow : ndarray, float32 (crop, crop, 2)
+        The true flow, or its residual to the DIS flow with ``coarse``.
     valid : ndarray, bool (crop, crop)
     """
     low, high = scale_range
     factor = float(math.exp(rng.uniform(math.log(low), math.log(high)))) if high > low else float(low)
+    prior = None
+    if coarse:
+        from lesiontrack.flow import estimate_flow
+
+        prior = estimate_flow(image0, image1, method="dis")
     image0, image1, flow, valid = resize_pair(image0, image1, flow, valid, factor)
+    if prior is not None and prior.shape[:2] != flow.shape[:2]:
+        prior = _resize_flow(prior, flow.shape[1::-1])
     height, width = image0.shape[:2]
     if height < crop or width < crop:
         pad = ((0, max(0, crop - height)), (0, max(0, crop - width)))
@@ -131,7 +156,13 @@ def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
         image1 = np.pad(image1, pad + ((0, 0),), mode="reflect")
         flow = np.pad(flow, pad + ((0, 0),))
         valid = np.pad(valid, pad)
+        if prior is not None:
+            prior = np.pad(prior, pad + ((0, 0),))
         height, width = image0.shape[:2]
+    if prior is not None:
+        from synth.deform import warp_backward
+
+        image1 = warp_backward(image1, prior)  # as lesiontrack.tracker.coarse_flow
     top = int(rng.integers(0, height - crop + 1))
     left = int(rng.integers(0, width - crop + 1))
     window = (slice(top, top + crop), slice(left, left + crop))
@@ -141,6 +172,9 @@ def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
     ys, xs = np.mgrid[0:crop, 0:crop].astype(np.float32)
     tx, ty = xs + flow[..., 0], ys + flow[..., 1]
     valid &= (tx >= 0) & (tx <= crop - 1) & (ty >= 0) & (ty <= crop - 1)
+    if prior is not None:
+        # Flips below act on the residual as on the flow (both negate one component).
+        flow = flow - prior[window]
     if flip and rng.random() < 0.5:
         image0, image1, flow, valid = image0[:, ::-1], image1[:, ::-1], flow[:, ::-1], valid[:, ::-1]
         flow = flow * np.array([-1, 1], np.float32)
@@ -161,11 +195,13 @@ def _gain(image, rng, sigma):
 
 
 def iterate_examples(root, records, *, seed, crop=DEFAULT_CROP, scale_range=DEFAULT_SCALE_RANGE,
-                     flip=True, synthetic_fraction=0.0, cache_size=64):
+                     flip=True, synthetic_fraction=0.0, cache_size=64, coarse=False):
     """Endless stream of augmented examples ``(image0, image1, target)``.
 
     ``target`` is float32 (crop, crop, 3): dx, dy, valid. Records are shuffled each pass with
     ``np.random.default_rng(seed)``; a few recent pairs are kept decoded (``cache_size``).
+    With ``coarse`` (the ``"refine"`` tracker) ``image1`` is warped back by the DIS flow
+    and dx, dy are the residual to that flow (:func:`augment_pair`).
     """
     if not records:
         raise InputError(f"{root}: no tracking pairs to train on")
@@ -187,23 +223,25 @@ def iterate_examples(root, records, *, seed, crop=DEFAULT_CROP, scale_range=DEFA
                             cache.pop(next(iter(cache)))
                         cache[record["id"]] = pair
             image0, image1, flow, valid = augment_pair(*pair, rng=rng, crop=crop,
-                                                       scale_range=scale_range, flip=flip)
+                                                       scale_range=scale_range, flip=flip,
+                                                       coarse=coarse)
             target = np.concatenate([flow, valid[..., None].astype(np.float32)], -1)
             yield image0, image1, target
 
 
 def make_dataset(root, records, *, batch_size=8, seed=0, crop=DEFAULT_CROP,
-                 scale_range=DEFAULT_SCALE_RANGE, flip=True, synthetic_fraction=0.0):
+                 scale_range=DEFAULT_SCALE_RANGE, flip=True, synthetic_fraction=0.0, coarse=False):
     """tf.data pipeline of batches ``({"image0", "image1"}, target)`` for ``model.fit``.
 
     Images are float32 (B, crop, crop, 3) in [0, 255]; targets float32 (B, crop, crop, 3).
+    ``coarse``: DIS-warped ``image1`` and residual targets (:func:`iterate_examples`).
     """
     import tensorflow as tf
 
     def generator():
         for image0, image1, target in iterate_examples(
                 root, records, seed=seed, crop=crop, scale_range=scale_range, flip=flip,
-                synthetic_fraction=synthetic_fraction):
+                synthetic_fraction=synthetic_fraction, coarse=coarse):
             yield {"image0": image0.astype(np.float32), "image1": image1.astype(np.float32)}, target
 
     signature = (

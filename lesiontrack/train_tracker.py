@@ -81,8 +81,9 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
         Seeds crops and augmentation (per epoch, so a resumed run sees the same data).
     learning_rate : float
         Adam step size.
-    variant : {"costvolume", "subtract"}, optional
-        Network variant (default "costvolume"; ignored when ``init`` is a tracker).
+    variant : {"costvolume", "subtract", "refine"}, optional
+        Network variant (default "costvolume"; ignored when ``init`` is a tracker). "refine"
+        trains the residual to DIS flow (:mod:`lesiontrack.tracking_data`, ``coarse``).
     scale_range : (float, float)
         Random resize range before cropping (see :mod:`lesiontrack.tracking_data`).
     synthetic_fraction : float
@@ -145,7 +146,8 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     def make_epoch_dataset(epoch):
         return make_dataset(dataset, train_records, batch_size=batch, seed=[seed, epoch],
                             crop=crop, scale_range=tuple(scale_range),
-                            synthetic_fraction=synthetic_fraction).take(steps)
+                            synthetic_fraction=synthetic_fraction,
+                            coarse=variant == "refine").take(steps)
 
     def validate(model):
         return evaluate_flow(model, dataset, val_records, limit=val_limit)

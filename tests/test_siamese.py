@@ -12,7 +12,7 @@ TINY = (4, 8, 8, 8)
 
 @pytest.fixture(scope="module")
 def trackers():
-    """Both variants, small widths, built once."""
+    """All variants, small widths, built once."""
     keras.backend.clear_session()
     models = {variant: siamese.build_siamese(TINY, variant=variant, atrous_width=8,
                                              head_widths=(8, 8))
@@ -41,7 +41,14 @@ def test_default_model_shape_and_stride():
     x = _images(batch=1)
     assert model.predict_on_batch([x, x]).shape == (1, 64, 64, 2)
     assert siamese.stride_of("costvolume") == 16 and siamese.stride_of("subtract") == 4
+    assert siamese.stride_of("refine") == 4
     assert siamese.count_parameters(model) < 1_500_000  # lean: see the module docstring
+
+
+def test_refine_starts_with_zero_residual(trackers):
+    x = _images()
+    residual = trackers["refine"].predict_on_batch([x, x[::-1]])
+    np.testing.assert_array_equal(residual, 0.0)
 
 
 def test_unknown_variant():
@@ -116,27 +123,30 @@ def test_missing_weights_raise(tmp_path, monkeypatch):
         siamese.Tracker(weights=tmp_path / "nothing.keras")
 
 
-def test_save_load_round_trip(trackers, tmp_path):
-    model = trackers["costvolume"]
+@pytest.mark.parametrize("variant", ["costvolume", "refine"])
+def test_save_load_round_trip(trackers, tmp_path, variant):
+    model = trackers[variant]
     path = tmp_path / "tracker.keras"
     model.save(path)
     loaded = siamese.Tracker(weights=path)
+    assert siamese.model_variant(loaded) == variant
     x = _images(batch=1, size=32, seed=3)
     np.testing.assert_allclose(loaded.predict_on_batch([x, x[:, ::-1]]),
                                model.predict_on_batch([x, x[:, ::-1]]), atol=1e-5)
 
 
-def test_one_training_step(trackers):
+@pytest.mark.parametrize("variant, head", [("subtract", "flow"), ("refine", "residual")])
+def test_one_training_step(trackers, variant, head):
     from lesiontrack.tracking_losses import EndPointError, RobustEPELoss
 
-    model = trackers["subtract"]  # the cost-volume variant trains in test_tracker's CLI test
+    model = trackers[variant]  # the cost-volume variant trains in test_tracker's CLI test
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=RobustEPELoss(),
                   metrics=[EndPointError()])
     x = _images()
     target = np.zeros((2, 64, 64, 3), np.float32)
     target[..., 0], target[..., 2] = 3.0, 1.0
-    before = [w.copy() for w in model.get_layer("flow").get_weights()]
+    before = [w.copy() for w in model.get_layer(head).get_weights()]
     logs = model.train_on_batch([x, x], target, return_dict=True)
     assert np.isfinite(logs["loss"]) and logs["loss"] > 0
-    after = model.get_layer("flow").get_weights()
+    after = model.get_layer(head).get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))

@@ -115,6 +115,29 @@ def test_examples_are_seeded(pair_dataset):
     assert first[2].shape == (32, 32, 3) and set(np.unique(first[2][..., 2])) <= {0.0, 1.0}
 
 
+def test_refine_examples_are_residuals_to_dis():
+    from lesiontrack.flow import estimate_flow
+    from synth.deform import warp_backward
+
+    image0 = _smooth(80, 80)
+    image1 = np.roll(image0, (-2, 4), axis=(0, 1))  # image0[y, x] == image1[y - 2, x + 4]
+    flow = np.tile(np.array([4.0, -2.0], np.float32), (80, 80, 1))
+    valid = np.ones((80, 80), bool)
+    # A crop of the whole photo, no flips or gain: the window is the photo.
+    out0, out1, residual, out_valid = tracking_data.augment_pair(
+        image0, image1, flow, valid, rng=np.random.default_rng(0), crop=80,
+        scale_range=(1.0, 1.0), flip=False, gain_sigma=0, coarse=True)
+    dis = estimate_flow(image0, image1, method="dis")
+    np.testing.assert_array_equal(out0, image0)
+    np.testing.assert_array_equal(out1, warp_backward(image1, dis))
+    np.testing.assert_allclose(residual, flow - dis, atol=1e-5)
+    _, _, _, plain_valid = tracking_data.augment_pair(
+        image0, image1, flow, valid, rng=np.random.default_rng(0), crop=80,
+        scale_range=(1.0, 1.0), flip=False, gain_sigma=0)
+    np.testing.assert_array_equal(out_valid, plain_valid)
+    assert np.median(np.abs(residual[out_valid])) < 0.5  # DIS finds this translation
+
+
 def test_synthetic_pair_is_consistent():
     from synth.deform import warp_backward
 
@@ -186,7 +209,42 @@ def tiny_tracker():
     keras.backend.clear_session()
 
 
+@pytest.fixture(scope="module")
+def tiny_refine_tracker():
+    import keras
+
+    from lesiontrack.models.siamese import build_siamese
+
+    keras.backend.clear_session()
+    yield build_siamese((4, 8, 8, 8), variant="refine", atrous_width=8, head_widths=(8,))
+    keras.backend.clear_session()
+
+
 # --------------------------------------------------------------------------- predict_flow
+
+
+def test_untrained_refine_tracker_returns_dis(tiny_refine_tracker, shifted_pair):
+    from lesiontrack.flow import estimate_flow
+    from lesiontrack.tracker import predict_flow
+
+    image0, image1 = shifted_pair(size=64, shift=(5, -3))
+    flow = predict_flow(image0, image1, weights=tiny_refine_tracker)
+    np.testing.assert_allclose(flow, estimate_flow(image0, image1, method="dis"), atol=1e-4)
+    assert np.abs(np.median(flow.reshape(-1, 2), 0) - [5, -3]).max() < 0.5
+
+
+def test_refine_tracker_one_training_step(tiny_refine_tracker, pair_dataset):
+    import keras
+
+    from lesiontrack.tracking_losses import RobustEPELoss
+
+    model = keras.models.clone_model(tiny_refine_tracker)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=RobustEPELoss())
+    records = tracking_data.pair_records(pair_dataset, "train")
+    inputs, target = next(iter(tracking_data.make_dataset(pair_dataset, records, batch_size=2,
+                                                          crop=32, coarse=True)))
+    logs = model.train_on_batch(inputs, target, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
 
 
 def test_predict_flow_any_size(tiny_tracker):

@@ -7,7 +7,7 @@ widens the receptive field without losing resolution (Chen et al., "DeepLab", 20
 the two feature maps are merged by subtraction and a small head regresses the per-pixel shift
 (dx, dy), upsampled to full resolution.
 
-Two variants (``variant=``):
+Three variants (``variant=``):
 
 ``"subtract"``
     The paper's design: ``F0 - F1`` at 1/4 resolution -> regression head -> flow. Its reach
@@ -20,6 +20,16 @@ Two variants (``variant=``):
     decoder corrects (Sun et al., "PWC-Net", 2018, sec. 3); image 1's 1/4-resolution
     features are warped by the upsampled coarse flow and the subtraction-merge head
     regresses the residual.
+``"refine"``
+    Coarse-to-fine with a classical coarse stage: DIS optical flow (Kroeger et al., "Fast
+    Optical Flow using Dense Inverse Search", ECCV 2016; OpenCV, medium preset, grey) gives
+    the coarse flow outside the network, image 1 is warped back onto image 0 by it, and the
+    network (the ``"subtract"`` design on ``image0`` and the warped ``image1``) regresses
+    the residual, which is added to the coarse flow (as the refinement stages of Ilg et al.,
+    "FlowNet 2.0", 2017, sec. 4). The head's last layer starts at zero, so an untrained
+    model returns the DIS flow. The network alone outputs only the residual; the DIS step and
+    the warp run in numpy (:func:`lesiontrack.tracker.coarse_flow`, used by
+    :func:`lesiontrack.tracker.predict_flow` and :mod:`lesiontrack.tracking_data`).
 
 Flows inside the network are always in full-resolution pixels; channel 0 = dx (columns),
 forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``). Every layer that carries a flow, and
@@ -42,7 +52,7 @@ from lesiontrack.models.fcn import DEFAULT_FILTERS, conv_block
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("subtract", "costvolume")
+VARIANTS = ("subtract", "costvolume", "refine")
 DEFAULT_VARIANT = "costvolume"
 ATROUS_RATES = (2, 4, 8)
 ATROUS_WIDTH = 64
@@ -236,13 +246,16 @@ def _build_trunk(filters, variant, atrous_rates, atrous_width):
     return keras.Model(inputs, outputs, name="trunk")
 
 
-def _flow_head(x, prefix, widths):
-    """Conv + leaky ReLU stack, then a linear 3x3 conv to (dx, dy) scaled to pixels."""
+def _flow_head(x, prefix, widths, *, zero_init=False):
+    """Conv + leaky ReLU stack, then a linear 3x3 conv to (dx, dy) scaled to pixels.
+
+    ``zero_init`` starts the last conv at zero (a residual head that first changes nothing).
+    """
     for index, width in enumerate(widths, start=1):
         x = layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv{index}")(x)
         x = layers.LeakyReLU(0.1, name=f"{prefix}_conv{index}_relu")(x)
-    x = layers.Conv2D(2, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
-                      name=prefix)(x)
+    initializer = "zeros" if zero_init else keras.initializers.RandomNormal(stddev=1e-3)
+    x = layers.Conv2D(2, 3, padding="same", kernel_initializer=initializer, name=prefix)(x)
     return layers.Rescaling(FLOW_SCALE, dtype="float32", name=f"{prefix}_pixels")(x)
 
 
@@ -253,7 +266,9 @@ def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_ra
 
     Inputs: ``image0`` and ``image1``, float32 (B, H, W, 3) RGB in [0, 255], H and W
     multiples of :func:`stride_of` ``(variant)``. Output: float32 (B, H, W, 2) forward flow in
-    pixels, channel 0 = dx. With ``variant="costvolume"`` the layers ``coarse_argmax`` (soft
+    pixels, channel 0 = dx. With ``variant="refine"`` ``image1`` is the second photo warped
+    back onto the first by the coarse (DIS) flow and the output is the residual flow
+    (layer ``residual``, zero at initialisation) to add to the coarse flow. With ``variant="costvolume"`` the layers ``coarse_argmax`` (soft
     arg-max of the cost volume, 1/16) and ``coarse_flow_up`` (corrected coarse flow at 1/4)
     hold the intermediate flows, in full-resolution pixels, for inspection.
     """
@@ -267,6 +282,11 @@ def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_ra
     if variant == "subtract":
         merged = layers.Subtract(name="merge")([fine0, fine1])
         flow = _flow_head(merged, "flow", head_widths)
+    elif variant == "refine":
+        # fine1 comes from image 1 already warped by the coarse flow: what is left to
+        # regress is the residual motion, small next to the head's receptive field.
+        merged = layers.Subtract(name="merge")([fine0, fine1])
+        flow = _flow_head(merged, "residual", head_widths, zero_init=True)
     else:
         coarse0, coarse1 = out0[1], out1[1]
         # Centred and scaled over channels, so that the correlation (a channel mean) is the
@@ -380,7 +400,7 @@ def Tracker(*, weights=None, variant=DEFAULT_VARIANT, detector=None, **kwargs):
         None: random initialisation (trunk from ``detector`` if given); "default": the
         packaged ``lesiontrack/weights/tracker.keras``; a path: a ``.keras`` file saved from
         a tracker (its variant is taken from the file, ``variant`` is then ignored).
-    variant : {"costvolume", "subtract"}
+    variant : {"costvolume", "subtract", "refine"}
         See the module docstring.
     detector : keras.Model or path-like, optional
         Initialise the shared trunk from the detector (:func:`load_detector_weights`); the
@@ -419,8 +439,11 @@ def Tracker(*, weights=None, variant=DEFAULT_VARIANT, detector=None, **kwargs):
 
 
 def model_variant(model) -> str:
-    """'costvolume' or 'subtract' from a built tracker's layers."""
-    return "costvolume" if "cost_volume" in {layer.name for layer in model.layers} else "subtract"
+    """'costvolume', 'refine' or 'subtract' from a built tracker's layers."""
+    names = {layer.name for layer in model.layers}
+    if "cost_volume" in names:
+        return "costvolume"
+    return "refine" if "residual" in names else "subtract"
 
 
 def count_parameters(model) -> int:
