@@ -433,7 +433,7 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
                                     thresholds=threshold_grid)
     curves = {name: result.pop("_curves") for name, result in results.items()}
     plots.plot_froc({name: c["froc"] for name, c in curves.items()}, out_dir / "froc.png",
-                    title="FROC (lesion centroid inside the true box)")
+                    title="FROC (lesion centroid inside the true box)", max_fp=8)
     plots.plot_roc({name: c["roc_malignant"] for name, c in curves.items()},
                    out_dir / "roc_malignant.png", title="Malignant vs benign (found lesions)")
     plots.plot_roc({name: c["roc_pixel"] for name, c in curves.items() if len(c["roc_pixel"][0])},
