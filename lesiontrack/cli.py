@@ -17,13 +17,32 @@ from synth.cli import InputErrorGroup
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+_TENSORFLOW_COMMANDS = {"detect", "match", "train", "evaluate", "flow"}
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up banner (printed to fd 2) silenced."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @click.group(cls=InputErrorGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log diagnostics.")
 @click.version_option(package_name="lesiontrack")
-def main(verbose):
+@click.pass_context
+def main(ctx, verbose):
     """Find skin lesions on body photos, flag the suspicious ones, track them between visits."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose and ctx.invoked_subcommand in _TENSORFLOW_COMMANDS and "--help" not in sys.argv:
+        _import_tensorflow_quietly()
 
 
 @main.group()
