@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import logging
 
-import cv2
 import numpy as np
 from scipy import sparse
 
 from lesiontrack.baselines.siftflow import (
-    dense_sift, descriptor_cost, dual_layer_bp, grid_edges, resize_flow, working_size)
+    descriptor_cost, dual_layer_bp, grid_edges, resize_flow, working_descriptors)
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +115,8 @@ def dsp(image0: np.ndarray, image1: np.ndarray, *, max_side: int = 256, levels: 
         float32 (H, W, 2) flow, channel 0 = dx, forward image0 -> image1, in pixels.
     """
     height, width = image0.shape[:2]
-    if image1.shape[:2] != (height, width):
-        raise ValueError(f"images differ in size: {image0.shape} and {image1.shape}")
-    size = working_size(image0.shape, max_side)
-    descriptors0 = dense_sift(cv2.resize(image0, size, interpolation=cv2.INTER_AREA),
-                              cell_size=cell_size)
-    descriptors1 = dense_sift(cv2.resize(image1, size, interpolation=cv2.INTER_AREA),
-                              cell_size=cell_size)
+    descriptors0, descriptors1 = working_descriptors(image0, image1, max_side=max_side,
+                                                     cell_size=cell_size)
     work_height, work_width = descriptors0.shape[:2]
 
     # ---- node level: coarse search on descriptors averaged over node_factor x node_factor.

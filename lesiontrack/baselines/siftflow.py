@@ -261,6 +261,21 @@ def dual_layer_bp(data_cost: np.ndarray, edges: np.ndarray, *, alpha: float, tru
 # --------------------------------------------------------------------------- SIFT Flow
 
 
+def working_descriptors(image0, image1, *, max_side, cell_size):
+    """Dense SIFT of both images at the working resolution (longest side ``max_side``).
+
+    Returns
+    -------
+    descriptors0, descriptors1 : ndarray
+        float32 (h, w, 128) each; raises ValueError when the images differ in size.
+    """
+    if image1.shape[:2] != image0.shape[:2]:
+        raise ValueError(f"images differ in size: {image0.shape} and {image1.shape}")
+    size = working_size(image0.shape, max_side)
+    return tuple(dense_sift(cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+                            cell_size=cell_size) for image in (image0, image1))
+
+
 def working_size(shape, max_side: int) -> tuple[int, int]:
     """(width, height) of the working resolution: longest side ``max_side``, never upscaled."""
     height, width = shape[:2]
@@ -308,13 +323,10 @@ def siftflow(image0: np.ndarray, image1: np.ndarray, *, max_side: int = 256, lev
         float32 (H, W, 2) flow, channel 0 = dx, forward image0 -> image1, in pixels.
     """
     height, width = image0.shape[:2]
-    if image1.shape[:2] != (height, width):
-        raise ValueError(f"images differ in size: {image0.shape} and {image1.shape}")
-    size = working_size(image0.shape, max_side)
-    small0 = cv2.resize(image0, size, interpolation=cv2.INTER_AREA)
-    small1 = cv2.resize(image1, size, interpolation=cv2.INTER_AREA)
-    pyramid0 = sift_pyramid(dense_sift(small0, cell_size=cell_size), levels=levels)
-    pyramid1 = sift_pyramid(dense_sift(small1, cell_size=cell_size), levels=levels)
+    descriptors0, descriptors1 = working_descriptors(image0, image1, max_side=max_side,
+                                                     cell_size=cell_size)
+    pyramid0 = sift_pyramid(descriptors0, levels=levels)
+    pyramid1 = sift_pyramid(descriptors1, levels=levels)
     flow = None
     for level in range(len(pyramid0) - 1, -1, -1):
         descriptors0, descriptors1 = pyramid0[level], pyramid1[level]
