@@ -8,6 +8,16 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def finish_dataset(root, lines):
+    """Write a test dataset's manifest (JSON lines) and its dataset.json; return ``root``."""
+    from synth import io
+
+    (root / io.MANIFEST).write_text("\n".join(lines) + "\n")
+    io.write_json(root / io.DATASET_INFO, {"format": io.DATASET_FORMAT, "version": 1,
+                                           "config": {}, "procedural": True})
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     """The real data beside the checkout (../shared/data); skips when absent."""
@@ -58,10 +68,7 @@ def write_tiny_dataset(root, *, count=6, size=(80, 64), seed=0):
         record = {"id": sample_id, "index": index, "split": "val" if index >= count - 2 else "train",
                   "size": [width, height], **paths, "pair": None, "lesions": lesions}
         lines.append(json.dumps(record))
-    (root / io.MANIFEST).write_text("\n".join(lines) + "\n")
-    io.write_json(root / io.DATASET_INFO, {"format": io.DATASET_FORMAT, "version": 1,
-                                           "config": {}, "procedural": True})
-    return root
+    return finish_dataset(root, lines)
 
 
 @pytest.fixture(scope="session")
@@ -113,10 +120,7 @@ def write_disk_dataset(root, *, splits=(("train", 8), ("test", 3)), size=128, se
                                      "size": [size, size], **paths, "pair": None,
                                      "lesions": lesions}))
             index += 1
-    (root / io.MANIFEST).write_text("\n".join(lines) + "\n")
-    io.write_json(root / io.DATASET_INFO, {"format": io.DATASET_FORMAT, "version": 1,
-                                           "config": {}, "procedural": True})
-    return root
+    return finish_dataset(root, lines)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import finish_dataset
 from lesiontrack import tracking_data
 from lesiontrack.tracking_losses import (endpoint_error, mean_epe, pack_target, pck,
                                          robust_epe)
@@ -187,10 +188,7 @@ def write_pair_dataset(root, *, count=4, size=64, shift=(3, -2)):
         lines.append(json.dumps({"id": sample_id, "index": index,
                                  "split": "val" if index == count - 1 else "train",
                                  "size": [size, size], **paths, "lesions": []}))
-    (root / io.MANIFEST).write_text("\n".join(lines) + "\n")
-    io.write_json(root / io.DATASET_INFO, {"format": io.DATASET_FORMAT, "version": 1,
-                                           "config": {}, "procedural": True})
-    return root
+    return finish_dataset(root, lines)
 
 
 @pytest.fixture(scope="module")
