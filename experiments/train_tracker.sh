@@ -8,7 +8,7 @@
 #    for the ablation: "subtract" (the paper's subtraction merge), "costvolume" (a correlation
 #    volume at 1/16 resolution for the coarse flow, then the subtraction head for the residual)
 #    and "refine" (OpenCV DIS as the coarse stage, the subtraction network regresses the
-#    residual); all with the same budget of 10 x 50 steps of batch 8 on 256 px crops;
+#    residual); batch 8 on 256 px crops;
 # 3. copy the best checkpoint of the shipped variant (lowest validation EPE) into the package.
 #
 # Run from the repository root after experiments/train_detector.sh. Pairs are resized by a
@@ -18,18 +18,22 @@ set -euo pipefail
 
 DS=runs/ds-real
 INIT=runs/detector-ft/detector.keras
-SHIPPED=refine
+SHIPPED=runs/tracker   # the costvolume variant
 
+# costvolume: 20 x 50 steps (the shipped run went to 10 epochs, then was resumed to 20 by
+# the same command with --epochs 20). refine and subtract: 10 x 50 steps planned; their runs
+# were stopped after 4 and 7 epochs, when validation had not moved since the first epoch.
 for variant in costvolume refine subtract; do
     out=runs/tracker-$variant
-    [ "$variant" = costvolume ] && out=runs/tracker
+    epochs=10
+    if [ "$variant" = costvolume ]; then out=runs/tracker; epochs=20; fi
     mkdir -p "$out"
     lesiontrack -v train tracker "$DS" --init "$INIT" --out "$out/tracker.keras" \
-        --variant "$variant" --epochs 10 --steps 50 --batch 8 --crop 256 --min-scale 0.5 \
-        --seed 0 --lr 5e-4 --val-limit 32
+        --variant "$variant" --epochs "$epochs" --steps 50 --batch 8 --crop 256 \
+        --min-scale 0.5 --seed 0 --lr 5e-4 --val-limit 32
 done
 
 mkdir -p lesiontrack/weights
-cp "runs/tracker-$SHIPPED/tracker.keras" lesiontrack/weights/tracker.keras
-cp "runs/tracker-$SHIPPED/tracker.csv" lesiontrack/weights/tracker.csv
-echo "default weights: lesiontrack/weights/tracker.keras ($SHIPPED variant)"
+cp "$SHIPPED/tracker.keras" lesiontrack/weights/tracker.keras
+cp "$SHIPPED/tracker.csv" lesiontrack/weights/tracker.csv
+echo "default weights: lesiontrack/weights/tracker.keras (costvolume variant)"
