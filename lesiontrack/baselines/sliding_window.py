@@ -153,6 +153,19 @@ def window_grid(height: int, width: int, *, window_size: int, stride_frac: float
     return axis(width), axis(height)
 
 
+def _windows_by_size(image, window_sizes, stride_frac):
+    """Per window size: (size, grid_x, grid_y, features) of the windows on its grid (flat)."""
+    prepared = _prepare(image)
+    height, width = prepared.shape[:2]
+    for size in window_sizes:
+        xs, ys = window_grid(height, width, window_size=size, stride_frac=stride_frac)
+        if xs.size == 0 or ys.size == 0:
+            continue
+        maps = window_feature_maps(image, window_size=size, prepared=prepared)
+        grid_x, grid_y = (grid.reshape(-1) for grid in np.meshgrid(xs, ys))
+        yield size, grid_x, grid_y, maps[grid_y + size // 2, grid_x + size // 2]
+
+
 def extract_windows(image: np.ndarray, *, window_sizes=WINDOW_SIZES, stride_frac: float = 0.5):
     """All windows of the given sizes on a grid, with their features.
 
@@ -172,17 +185,9 @@ def extract_windows(image: np.ndarray, *, window_sizes=WINDOW_SIZES, stride_frac
     features : ndarray
         float32 (N, F).
     """
-    prepared = _prepare(image)
-    height, width = prepared.shape[:2]
     all_boxes, all_features = [], []
-    for size in window_sizes:
-        xs, ys = window_grid(height, width, window_size=size, stride_frac=stride_frac)
-        if xs.size == 0 or ys.size == 0:
-            continue
-        maps = window_feature_maps(image, window_size=size, prepared=prepared)
-        grid_x, grid_y = np.meshgrid(xs, ys)
-        grid_x, grid_y = grid_x.reshape(-1), grid_y.reshape(-1)
-        all_features.append(maps[grid_y + size // 2, grid_x + size // 2])
+    for size, grid_x, grid_y, features in _windows_by_size(image, window_sizes, stride_frac):
+        all_features.append(features)
         all_boxes.append(np.stack([grid_x, grid_y, np.full_like(grid_x, size),
                                    np.full_like(grid_x, size)], axis=1))
     if not all_boxes:
@@ -581,19 +586,12 @@ def sliding_window_heatmap(image, model: SlidingWindowModel, *, window_sizes=Non
     sizes = model.window_sizes if window_sizes is None else window_sizes
     height, width = image.shape[:2]
     heatmap = np.zeros((height, width), np.float32)
-    prepared = _prepare(image)
-    for size in sizes:
-        xs, ys = window_grid(height, width, window_size=size, stride_frac=stride_frac)
-        if xs.size == 0 or ys.size == 0:
-            continue
-        maps = window_feature_maps(image, window_size=size, prepared=prepared)
-        grid_x, grid_y = np.meshgrid(xs, ys)
-        probabilities = model.predict_proba(maps[grid_y.reshape(-1) + size // 2,
-                                                 grid_x.reshape(-1) + size // 2])
+    for size, grid_x, grid_y, features in _windows_by_size(image, sizes, stride_frac):
+        probabilities = model.predict_proba(features)
         # Paint each window's score at its top-left corner, then a max filter of the window
         # size (grey dilation with an anchor at the kernel corner) spreads it over the window.
         corners = np.zeros((height, width), np.float32)
-        np.maximum.at(corners, (grid_y.reshape(-1), grid_x.reshape(-1)),
+        np.maximum.at(corners, (grid_y, grid_x),
                       (probabilities[:, 1] + probabilities[:, 2]).astype(np.float32))
         kernel = np.ones((size, size), np.uint8)
         spread = cv2.dilate(corners, kernel, anchor=(size - 1, size - 1),
