@@ -43,7 +43,7 @@ def _found(lesion, detections):
 @click.option("--threshold", default=0.5, show_default=True)
 def main(bodies, out, weights, threshold):
     """Recall of real moles on real body photos, with overlays."""
-    from lesiontrack.detect import detect, draw_overlay, load_detector
+    from lesiontrack.detection.detect import detect, draw_overlay, load_detector
 
     bodies, out = Path(bodies), Path(out)
     truth = {}

@@ -74,7 +74,7 @@ def evaluate():
 def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learning_rate, init,
                            val_limit, mixed_precision):
     """Train the lesion detector on DATASET (resumes when OUT has a state file)."""
-    from lesiontrack.train import train_detector
+    from lesiontrack.detection.train import train_detector
 
     history = train_detector(dataset, out, epochs=epochs, steps=steps, batch=batch, crop=crop,
                              seed=seed, init=init, learning_rate=learning_rate,
@@ -98,7 +98,7 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
               help="One JSON per photo, or one COCO annotations.json.")
 def detect_command(photos, out, weights, threshold, output_format):
     """Find and grade skin lesions on PHOTO files."""
-    from lesiontrack.detect import detect_files
+    from lesiontrack.detection.detect import detect_files
 
     results = detect_files(photos, out, weights=weights, threshold=threshold,
                            format=output_format)
@@ -181,7 +181,7 @@ def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, 
                           variant, min_scale, synthetic_fraction, val_limit, freeze,
                           mixed_precision):
     """Train the siamese tracker on DATASET's pairs (resumes when OUT has a state file)."""
-    from lesiontrack.train_tracker import train_tracker
+    from lesiontrack.tracking.train import train_tracker
 
     blocks = None if freeze == "auto" else tuple(
         b.strip() for b in freeze.split(",") if b.strip() and b.strip() != "none")
@@ -214,7 +214,7 @@ def match_command(image0, image1, out, method, weights, detector_weights, thresh
     """Match the lesions of photo IMAGE0 (first visit) to those of IMAGE1 (second visit)."""
     from synth.io import read_image, write_image, write_json
 
-    from lesiontrack.match import draw_matches, match_lesions
+    from lesiontrack.tracking.match import draw_matches, match_lesions
 
     photo0, photo1 = read_image(image0), read_image(image1)
     result = match_lesions(photo0, photo1, method=method, weights=weights,
@@ -246,7 +246,7 @@ def flow_command(image0, image1, method, out, npy, png, weights):
 
     from synth.io import read_image, write_flo, write_image
 
-    from lesiontrack.flow import estimate_flow, flow_to_color
+    from lesiontrack.tracking.flow import estimate_flow, flow_to_color
 
     options = {"weights": weights} if method == "net" else {}
     flow = estimate_flow(read_image(image0), read_image(image1), method=method, **options)

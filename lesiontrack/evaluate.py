@@ -175,7 +175,7 @@ def read_detection_truth(source, *, split="test", limit=None) -> list[AnnotatedI
 
 def _fcn_runner(weights, *, threshold=LOW_THRESHOLD):
     """A function image -> (lesions, lesion heatmap (H, W)) for the FCN detector."""
-    from lesiontrack.detect import detect, load_detector
+    from lesiontrack.detection.detect import detect, load_detector
 
     model = load_detector(weights)
 

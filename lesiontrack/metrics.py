@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lesiontrack.imaging import sample_flow
+
 # =========================================================================== Detection metrics
 #
 # Li, Esteva et al. 2016 fig. 4 compare detectors by FROC (sensitivity against false positives
@@ -262,6 +264,45 @@ def pixel_roc(heatmaps, label_maps, *, rng, max_pixels_per_image=20000):
         return roc_curve([], [])
     return roc_curve(np.concatenate(all_scores), np.concatenate(all_labels))
 
+# Pixel-level figures of a segmentation (validation of the detector during training).
+
+
+def confusion_matrix(labels, predictions, *, num_classes=3, ignore=255):
+    """Pixel confusion matrix, int64 (C, C), rows = truth, columns = prediction.
+
+    ``labels`` and ``predictions`` are integer arrays of the same shape; ``ignore`` pixels of
+    ``labels`` are left out.
+    """
+    labels = np.asarray(labels).ravel().astype(np.int64)
+    predictions = np.asarray(predictions).ravel().astype(np.int64)
+    valid = labels != ignore
+    flat = labels[valid] * num_classes + predictions[valid]
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def class_iou(confusion):
+    """Intersection over union per class from a confusion matrix; NaN for absent classes."""
+    confusion = np.asarray(confusion, np.float64)
+    intersection = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, intersection / union, np.nan)
+
+
+def histogram_auc(positive_counts, negative_counts):
+    """ROC AUC from score histograms over the same ascending bins (ties count one half).
+
+    Cheap enough to accumulate over whole validation photos: P(lesion) binned into a few
+    hundred bins. NaN when either class is empty.
+    """
+    positive = np.asarray(positive_counts, np.float64)
+    negative = np.asarray(negative_counts, np.float64)
+    if positive.sum() == 0 or negative.sum() == 0:
+        return float("nan")
+    negatives_below = np.cumsum(negative) - negative
+    wins = (positive * (negatives_below + 0.5 * negative)).sum()
+    return float(wins / (positive.sum() * negative.sum()))
+
 # ======================================================================= end Detection metrics
 
 # ============================================================================ Tracking metrics
@@ -356,34 +397,6 @@ def endpoint_error(flow, flow_true, valid=None) -> float:
     if not mask.any():
         return float("nan")
     return float(np.mean(np.hypot(*(flow[mask] - flow_true[mask]).T)))
-
-
-def sample_flow(flow, points) -> np.ndarray:
-    """Flow vectors at subpixel points, by bilinear interpolation (clamped at the borders).
-
-    Parameters
-    ----------
-    flow : array_like
-        float (H, W, 2).
-    points : array_like
-        float (N, 2), [x, y] pixels.
-
-    Returns
-    -------
-    ndarray
-        float64 (N, 2), [dx, dy].
-    """
-    flow = np.asarray(flow, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    height, width = flow.shape[:2]
-    x = np.clip(points[:, 0], 0, width - 1)
-    y = np.clip(points[:, 1], 0, height - 1)
-    x0 = np.minimum(np.floor(x).astype(np.int64), max(width - 2, 0))
-    y0 = np.minimum(np.floor(y).astype(np.int64), max(height - 2, 0))
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    return ((1 - fy) * ((1 - fx) * flow[y0, x0] + fx * flow[y0, x1])
-            + fy * ((1 - fx) * flow[y1, x0] + fx * flow[y1, x1]))
 
 
 def carry_points(flow, points) -> np.ndarray:

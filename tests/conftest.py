@@ -137,7 +137,7 @@ def tiny_detector_path(tmp_path_factory):
     """A randomly initialised small detector (filters 4-8-8-8, stride 8) saved as .keras."""
     import keras
 
-    from lesiontrack.models.fcn import FCN
+    from lesiontrack.detection.model import FCN
 
     keras.backend.clear_session()
     path = tmp_path_factory.mktemp("tiny_detector") / "tiny.keras"

@@ -3,7 +3,8 @@
 The baseline of Li, Esteva et al. 2016 (fig. 4, bottom row): square windows of several sizes
 slide over the photo, each is classified as background, benign or malignant from hand-made
 colour and texture features, and overlapping positive windows are merged by non-maximum
-suppression. Its output uses the same lesion records as :func:`lesiontrack.detect.detect`.
+suppression. Its output uses the same lesion records as
+:func:`lesiontrack.detection.detect.detect`.
 
 Features of a window of side ``s`` centred at a pixel (all from box filters, i.e. integral
 images, so every window of one size costs a few full-image passes):

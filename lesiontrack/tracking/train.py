@@ -1,9 +1,9 @@
 """Training of the siamese tracker (Li, Esteva et al. 2016, fig. 3 right), resumable.
 
-Uses the generic loop :func:`lesiontrack.train.fit` (best checkpoint by validation EPE,
+Uses the shared loop :func:`lesiontrack.training.fit` (best checkpoint by validation EPE,
 ``.last.keras`` + ``.state.json`` for resuming, ``.csv`` log, ``.png`` curves beside ``out``);
-the data come from :mod:`lesiontrack.tracking_data`, the loss from
-:mod:`lesiontrack.tracking_losses`.
+the data come from :mod:`lesiontrack.tracking.data`, the loss from
+:mod:`lesiontrack.tracking.losses`.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lesiontrack.training import TrainingFiles, fit, mixed_precision as mixed_precision_policy
 from synth.io import InputError
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,16 @@ def evaluate_flow(model, root, records, *, limit=32, max_diagonal=None) -> dict:
     records : list of dict
         Pair records (the first ``limit`` are used, the same every epoch).
     max_diagonal : float or None
-        Passed to :func:`lesiontrack.tracker.predict_flow` (None: full size).
+        Passed to :func:`lesiontrack.tracking.infer.predict_flow` (None: full size).
 
     Returns
     -------
     dict
         ``epe``, ``pck01``, ``pck05``, ``pck10``, ``loss``; averages over pixels of all pairs.
     """
-    from lesiontrack.tracker import predict_flow
-    from lesiontrack.tracking_data import load_pair
-    from lesiontrack.tracking_losses import endpoint_error, robust_epe
+    from lesiontrack.tracking.data import load_pair
+    from lesiontrack.tracking.infer import predict_flow
+    from lesiontrack.tracking.losses import endpoint_error, robust_epe
 
     errors, relative, losses = [], [], []
     for record in records[:limit]:
@@ -83,9 +84,9 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
         Adam step size.
     variant : {"costvolume", "subtract", "refine"}, optional
         Network variant (default "costvolume"; ignored when ``init`` is a tracker). "refine"
-        trains the residual to DIS flow (:mod:`lesiontrack.tracking_data`, ``coarse``).
+        trains the residual to DIS flow (:mod:`lesiontrack.tracking.data`, ``coarse``).
     scale_range : (float, float)
-        Random resize range before cropping (see :mod:`lesiontrack.tracking_data`).
+        Random resize range before cropping (see :mod:`lesiontrack.tracking.data`).
     synthetic_fraction : float
         Share of pairs made on the fly from t0 photos with :mod:`synth.deform`.
     val_limit : int
@@ -108,11 +109,10 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     """
     import keras
 
-    from lesiontrack import train as generic
-    from lesiontrack.models import siamese
     from lesiontrack.plots import plot_training_curves
-    from lesiontrack.tracking_data import make_dataset, pair_records
-    from lesiontrack.tracking_losses import EndPointError, RobustEPELoss
+    from lesiontrack.tracking import model as siamese
+    from lesiontrack.tracking.data import make_dataset, pair_records
+    from lesiontrack.tracking.losses import EndPointError, RobustEPELoss
 
     dataset = Path(dataset)
     train_records = pair_records(dataset, "train")
@@ -122,13 +122,8 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     if not val_records:
         log.warning("%s: no validation pairs; validating on training pairs", dataset)
         val_records = train_records
-    if mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
+    with mixed_precision_policy(mixed_precision):
         model, from_detector = _initial_model(init, variant or siamese.DEFAULT_VARIANT)
-    finally:
-        if mixed_precision:
-            keras.mixed_precision.set_dtype_policy("float32")
     if freeze is None:
         freeze = ("conv1",) if from_detector else ()
     frozen = freeze_blocks(model, freeze)
@@ -157,9 +152,9 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
               "seed": seed, "learning_rate": learning_rate, "scale_range": list(scale_range),
               "synthetic_fraction": synthetic_fraction, "alpha": alpha,
               "frozen": list(frozen), "mixed_precision": mixed_precision}
-    _, history = generic.fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
+    _, history = fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
                              monitor="epe", mode="min", config=config)
-    files = generic.TrainingFiles.beside(out)
+    files = TrainingFiles.beside(out)
     if files.log.is_file():
         # One panel per figure: EPE is in pixels, not on the [0, 1] scale of the PCKs.
         plot_training_curves(files.log, files.plot)
@@ -182,11 +177,12 @@ def freeze_blocks(model, blocks) -> list[str]:
 
 def _initial_model(init, variant):
     """(model, from_detector): a fresh tracker, one with a detector's trunk, or a tracker."""
-    from lesiontrack.models import siamese
+    from lesiontrack.model_cache import load_model_file
+    from lesiontrack.tracking import model as siamese
 
     if init is None:
         return siamese.Tracker(variant=variant), False
-    model = siamese.load_model_file(init)
+    model = load_model_file(init)
     if len(model.inputs) == 2:
         return model, False
     tracker = siamese.Tracker(variant=variant, detector=model)

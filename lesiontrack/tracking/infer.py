@@ -7,72 +7,44 @@ at about 5 % of the diagonal, then falls in the range the network was trained on
 time stays well under a second for a 1094 x 894 pair on two CPU cores. The flow is resized
 back and its values scaled to the input's pixels.
 
-A ``"refine"`` tracker (:mod:`lesiontrack.models.siamese`) is coarse-to-fine: DIS optical flow
+A ``"refine"`` tracker (:mod:`lesiontrack.tracking.model`) is coarse-to-fine: DIS optical flow
 at the working size (:func:`coarse_flow`), the second photo warped back onto the first by it,
 and the network's residual added to the DIS flow.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import weakref
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from synth.io import InputError
+from lesiontrack.baselines.opencv_flow import dis
+from lesiontrack.imaging import check_image
+from lesiontrack.model_cache import cached_model, graph_function
 
 log = logging.getLogger(__name__)
 
 MAX_DIAGONAL = 800.0
 
-_PREDICTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-@functools.lru_cache(maxsize=4)
-def _load(path: str):
-    """Load a tracker file once per process."""
-    from lesiontrack.models.siamese import Tracker
-
-    return Tracker(weights=path)
-
 
 def load_tracker(weights="default"):
-    """The tracker model for ``weights`` ("default", a path or a keras.Model), cached per file."""
+    """The tracker for ``weights`` ("default", a path or a keras.Model), loaded once per file."""
     import keras
+
+    from lesiontrack.tracking.model import Tracker
 
     if isinstance(weights, keras.Model):
         return weights
-    if str(weights) == "default":
-        from lesiontrack.models.siamese import DEFAULT_WEIGHTS
-
-        if not DEFAULT_WEIGHTS.is_file():
-            from lesiontrack.models.siamese import Tracker
-
-            Tracker(weights="default")  # raises the explanatory InputError
-        return _load(str(DEFAULT_WEIGHTS))
-    path = Path(weights).resolve()
-    if not path.is_file():
-        raise InputError(f"{weights}: no such tracker weights file")
-    return _load(str(path))
+    return cached_model("tracker", weights, lambda path: Tracker(weights=path))
 
 
 def _predictor(model):
     """A traced forward pass accepting any image size (traced once per model)."""
-    predictor = _PREDICTORS.get(model)
-    if predictor is None:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        spec = tf.TensorSpec((None, None, None, 3), tf.float32)
-
-        @tf.function(input_signature=[spec, spec])
-        def predictor(image0, image1):
-            return model([image0, image1], training=False)
-
-        _PREDICTORS[model] = predictor
-    return predictor
+    spec = tf.TensorSpec((None, None, None, 3), tf.float32)
+    return graph_function(model, input_signature=[spec, spec])
 
 
 def coarse_flow(image0, image1) -> tuple[np.ndarray, np.ndarray]:
@@ -86,26 +58,20 @@ def coarse_flow(image0, image1) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     flow : ndarray, float32 (H, W, 2)
-        DIS optical flow (Kroeger et al. 2016; OpenCV medium preset on grey images, as
-        :func:`lesiontrack.flow.estimate_flow` ``method="dis"``), channel 0 = dx.
+        DIS optical flow (Kroeger et al. 2016; OpenCV medium preset on grey images,
+        :func:`lesiontrack.baselines.opencv_flow.dis`), channel 0 = dx.
     warped1 : ndarray, uint8 (H, W, 3)
         ``image1`` sampled at ``p + flow(p)`` (bilinear, border replicated): close to
         ``image0`` where the coarse flow is right.
     """
-    from lesiontrack.flow import estimate_flow
     from synth.deform import warp_backward
 
+    image0 = check_image(image0, "image0")
+    image1 = check_image(image1, "image1")
     if image0.shape != image1.shape:
         raise ValueError(f"coarse_flow needs photos of one size, got {image0.shape} and {image1.shape}")
-    flow = estimate_flow(image0, image1, method="dis")
+    flow = dis(image0, image1)
     return flow, warp_backward(image1, flow)
-
-
-def _check_image(image, name):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
-    return image
 
 
 def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL) -> np.ndarray:
@@ -118,7 +84,7 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
         the network and the flow is mapped back to ``image1``'s pixels.
     weights : "default", path-like or keras.Model
         The packaged weights, a ``.keras`` file from ``lesiontrack train tracker`` or a built
-        model (:func:`lesiontrack.models.siamese.Tracker`). A ``"refine"`` model runs DIS
+        model (:func:`lesiontrack.tracking.model.Tracker`). A ``"refine"`` model runs DIS
         first (:func:`coarse_flow`) and adds its residual to that flow.
     max_diagonal : float or None
         Photos with a larger diagonal are processed at a size with this diagonal (see the
@@ -130,10 +96,10 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
         Channel 0 = dx, channel 1 = dy, in pixels of the inputs:
         ``image0[y, x] ~ image1[y + dy, x + dx]``.
     """
-    from lesiontrack.models.siamese import model_variant, stride_of
+    from lesiontrack.tracking.model import model_variant, stride_of
 
-    image0 = _check_image(image0, "image0")
-    image1 = _check_image(image1, "image1")
+    image0 = check_image(image0, "image0")
+    image1 = check_image(image1, "image1")
     model = load_tracker(weights)
     height, width = image0.shape[:2]
     height1, width1 = image1.shape[:2]

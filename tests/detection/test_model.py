@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from lesiontrack.models import fcn
-from lesiontrack.models.fcn import FCN, STRIDE, model_stride
+from lesiontrack import model_cache
+from lesiontrack.detection.model import FCN, STRIDE, model_stride
 from synth.io import InputError
 
 
@@ -46,6 +46,6 @@ def test_unreadable_weights_name_the_file(tmp_path):
 
 
 def test_missing_default_weights_tell_how_to_train(tmp_path, monkeypatch):
-    monkeypatch.setattr(fcn, "DEFAULT_WEIGHTS", tmp_path / "detector.keras")
+    monkeypatch.setitem(model_cache.DEFAULT_WEIGHTS, "detector", tmp_path / "detector.keras")
     with pytest.raises(InputError, match="train"):
         FCN(weights="default")

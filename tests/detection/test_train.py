@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_FILTERS
-from lesiontrack.train import (class_iou, confusion_matrix, histogram_auc, train_detector)
+from lesiontrack.detection.train import train_detector
+from lesiontrack.metrics import class_iou, confusion_matrix, histogram_auc
 from synth.io import read_json
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from lesiontrack import flow as flow_module
-from lesiontrack.flow import METHODS, estimate_flow, flow_to_color
+from lesiontrack.tracking import flow as flow_module
+from lesiontrack.tracking.flow import METHODS, estimate_flow, flow_to_color
 
 
 @pytest.mark.parametrize("method", ["siftflow", "dsp", "deepflow", "dis"])
@@ -33,7 +33,7 @@ def test_image1_of_another_size_maps_into_its_pixels(shifted_pair):
 
 
 def test_net_dispatches_to_the_tracker(shifted_pair, monkeypatch):
-    from lesiontrack import tracker
+    from lesiontrack.tracking import infer as tracker
 
     calls = {}
 

@@ -4,7 +4,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lesiontrack.models import siamese  # noqa: E402
+from lesiontrack import model_cache  # noqa: E402
+from lesiontrack.tracking import model as siamese  # noqa: E402
 from synth.io import InputError  # noqa: E402
 
 TINY = (4, 8, 8, 8)
@@ -116,7 +117,7 @@ def test_mismatched_widths_are_skipped(tiny_detector_path):
 
 
 def test_missing_weights_raise(tmp_path, monkeypatch):
-    monkeypatch.setattr(siamese, "DEFAULT_WEIGHTS", tmp_path / "tracker.keras")
+    monkeypatch.setitem(model_cache.DEFAULT_WEIGHTS, "tracker", tmp_path / "tracker.keras")
     with pytest.raises(InputError, match="default tracker weights not found"):
         siamese.Tracker(weights="default")
     with pytest.raises(InputError, match="no such"):
@@ -137,7 +138,7 @@ def test_save_load_round_trip(trackers, tmp_path, variant):
 
 @pytest.mark.parametrize("variant, head", [("subtract", "flow"), ("refine", "residual")])
 def test_one_training_step(trackers, variant, head):
-    from lesiontrack.tracking_losses import EndPointError, RobustEPELoss
+    from lesiontrack.tracking.losses import EndPointError, RobustEPELoss
 
     model = trackers[variant]  # the cost-volume variant trains in test_tracker's CLI test
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=RobustEPELoss(),

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import lesiontrack
 from lesiontrack.cli import main
-from lesiontrack.detect import (detect, detect_files, draw_overlay, heatmap_image,
+from lesiontrack.detection.detect import (detect, detect_files, draw_overlay, heatmap_image,
                                 load_detector, predict_heatmap)
 from synth.io import write_image
 

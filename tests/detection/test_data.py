@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from lesiontrack.data import (pad_to_multiple, sample_crops, split_records, training_dataset,
-                              validation_samples)
+from lesiontrack.detection.data import (sample_crops, split_records, training_dataset,
+                                        validation_samples)
+from lesiontrack.imaging import pad_to_stride
 from synth.io import InputError
 
 
@@ -72,8 +73,8 @@ def test_validation_samples_padded_to_stride(tiny_dataset):
     assert image.shape == (1, 32, 32, 3)
 
 
-def test_pad_to_multiple_and_missing_split(tiny_dataset):
-    padded, size = pad_to_multiple(np.ones((5, 9), np.uint8), 4, mode="constant", constant=255)
+def test_pad_to_stride_and_missing_split(tiny_dataset):
+    padded, size = pad_to_stride(np.ones((5, 9), np.uint8), 4, mode="constant", constant=255)
     assert padded.shape == (8, 12) and size == (5, 9) and padded[5:].min() == 255
     with pytest.raises(InputError, match="nope"):
         split_records(tiny_dataset, "nope")

@@ -1,8 +1,9 @@
 """Lesion detection on photos: heatmap, lesion list, overlay (Li, Esteva et al. 2016, sec. 4).
 
-``detect(image)`` runs the FCN over the whole photo (padded to its stride, tiled when large),
-turns the heatmap into lesions (:mod:`lesiontrack.proposals`) and returns one record per
-lesion. :func:`detect_files` does that for photo files and writes, per photo, the lesion list
+``detect(image)`` (also ``lesiontrack.detect``) runs the FCN over the whole photo (padded to
+its stride, tiled when large), turns the heatmap into lesions
+(:mod:`lesiontrack.detection.proposals`) and returns one record per lesion.
+:func:`detect_files` does that for photo files and writes, per photo, the lesion list
 (JSON, or one COCO file for all), an overlay with numbered boxes and a heatmap picture.
 """
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-import types
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lesiontrack.detection.proposals import heatmap_to_lesions
+from lesiontrack.imaging import pad_to_stride
+from lesiontrack.model_cache import cached_model, graph_function, resolve_weights
 from synth.io import InputError, read_image, write_image, write_json
-
-from .proposals import heatmap_to_lesions
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +34,9 @@ BENIGN_COLOUR = np.array([0, 200, 0], np.float32)
 MALIGNANT_COLOUR = np.array([230, 0, 0], np.float32)
 
 
-def _model_stride(model):
-    from .models.fcn import model_stride
-
-    return model_stride(model)
-
-
-def graph_predictor(model):
-    """``model(x, training=False)`` as a cached tf.function.
-
-    In graph mode TensorFlow frees each activation once used: measured on a 1094x894 photo,
-    about 1 GB peak RSS against 2.6 GB eagerly, at the same speed. Shapes are relaxed after
-    the second distinct photo size, so photos of many sizes do not retrace each time.
-    """
-    function = getattr(model, "_graph_predictor", None)
-    if function is None:
-        import tensorflow as tf
-
-        function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        model._graph_predictor = function
-    return function
-
-
 def _run(model, image):
     """Model probabilities float32 (H, W, C) for float32 (H, W, 3) padded to the stride."""
-    return np.asarray(graph_predictor(model)(image[None]), np.float32)[0]
+    return np.asarray(graph_function(model)(image[None]), np.float32)[0]
 
 
 def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TILE_MARGIN):
@@ -71,7 +50,7 @@ def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TI
     Parameters
     ----------
     model : keras.Model
-        Detector (:func:`lesiontrack.models.fcn.FCN`).
+        Detector (:func:`lesiontrack.detection.model.FCN`).
     image : ndarray
         uint8 RGB (H, W, 3).
     max_pixels, tile, margin : int
@@ -84,7 +63,9 @@ def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TI
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {image.shape}")
-    stride = _model_stride(model)
+    from lesiontrack.detection.model import model_stride
+
+    stride = model_stride(model)
     height, width = image.shape[:2]
     if height * width <= max_pixels:
         return _predict_padded(model, image, stride)
@@ -103,27 +84,15 @@ def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TI
 
 def _predict_padded(model, image, stride):
     """Reflect-pad to the stride, predict, crop back."""
-    height, width = image.shape[:2]
-    pad_y, pad_x = -height % stride, -width % stride
-    # Reflection needs the pad smaller than the side; tiny photos fall back to edge padding.
-    mode = "reflect" if pad_y < height and pad_x < width else "edge"
-    padded = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode).astype(np.float32)
-    return _run(model, padded)[:height, :width]
-
-
-_MODELS = {}
+    padded, (height, width) = pad_to_stride(image, stride, mode="reflect")
+    return _run(model, padded.astype(np.float32))[:height, :width]
 
 
 def load_detector(weights="default"):
-    """The detector with ``weights`` ("default" or a path), cached per resolved path."""
-    from .models.fcn import FCN, resolve_weights
+    """The detector with ``weights`` ("default" or a path), loaded once per file."""
+    from lesiontrack.detection.model import FCN
 
-    path = resolve_weights(weights).resolve()
-    key = (str(path), path.stat().st_mtime_ns)
-    if key not in _MODELS:
-        _MODELS.clear()
-        _MODELS[key] = FCN(weights=path)
-    return _MODELS[key]
+    return cached_model("detector", weights, lambda path: FCN(weights=path))
 
 
 def detect(image, *, model=None, weights="default", threshold=0.5, return_heatmap=False,
@@ -139,11 +108,11 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
     weights : "default" or path-like
         Used when ``model`` is None.
     threshold : float
-        P(lesion) threshold of :func:`lesiontrack.proposals.heatmap_to_lesions`.
+        P(lesion) threshold of :func:`lesiontrack.detection.proposals.heatmap_to_lesions`.
     return_heatmap : bool
         Also return the float32 (H, W, 3) probabilities.
     **proposal_options
-        Passed to :func:`lesiontrack.proposals.heatmap_to_lesions` (``min_area``,
+        Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions` (``min_area``,
         ``split_depth``, ...).
 
     Returns
@@ -251,7 +220,7 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     threshold : float
     format : {"json", "coco"}
     **proposal_options
-        Passed to :func:`lesiontrack.proposals.heatmap_to_lesions`.
+        Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions`.
 
     Returns
     -------
@@ -275,9 +244,7 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
         height, width = read_image(path).shape[:2]
         sizes[path] = [width, height]
     model = load_detector(weights)
-    from .models.fcn import resolve_weights
-
-    weights_info = _weights_id(resolve_weights(weights))
+    weights_info = _weights_id(resolve_weights(weights, "detector"))
     out_dir = Path(out_dir)
     results = {}
     coco_images, coco_annotations = [], []
@@ -310,13 +277,3 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
             "images": coco_images, "annotations": coco_annotations,
             "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]})
     return results
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``lesiontrack.detect(image)`` work although ``lesiontrack.detect`` is a module."""
-
-    def __call__(self, *args, **kwargs):
-        return detect(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -20,7 +20,7 @@ Optionally (``synthetic_fraction``) a share of the pairs are made on the fly fro
 with :mod:`synth.deform` (random viewpoint and non-rigid warp, illumination change).
 
 For the coarse-to-fine ``"refine"`` tracker (``coarse=True``) the coarse stage runs here as
-at inference (:func:`lesiontrack.tracker.coarse_flow`): DIS flow of the whole pair at its
+at inference (:func:`lesiontrack.tracking.infer.coarse_flow`): DIS flow of the whole pair at its
 stored size, resized with the pair like the true flow; ``image1`` becomes t1 warped back by it
 and the target is the residual, true flow minus DIS flow, with the same validity. DIS runs on
 the whole photo at its stored size, not on the crop or the downscaled photo, because that is
@@ -36,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lesiontrack.baselines.opencv_flow import dis
+from lesiontrack.imaging import resize_flow
 from synth.io import InputError, load_sample, read_image, read_manifest
 
 log = logging.getLogger(__name__)
@@ -96,16 +98,10 @@ def resize_pair(image0, image1, flow, valid, factor):
     interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     image0 = cv2.resize(image0, size, interpolation=interpolation)
     image1 = cv2.resize(image1, size, interpolation=interpolation)
-    flow = _resize_flow(flow, size)
+    flow = resize_flow(flow, size)
     # A resized pixel is valid only where all the pixels it mixes were valid.
     valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.999
     return image0, image1, flow, valid
-
-
-def _resize_flow(flow, size):
-    """Flow resized to ``size`` (width, height), values scaled with the image."""
-    scale = np.array([size[0] / flow.shape[1], size[1] / flow.shape[0]], np.float32)
-    return cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * scale
 
 
 def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
@@ -143,12 +139,10 @@ def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
     factor = float(math.exp(rng.uniform(math.log(low), math.log(high)))) if high > low else float(low)
     prior = None
     if coarse:
-        from lesiontrack.flow import estimate_flow
-
-        prior = estimate_flow(image0, image1, method="dis")
+        prior = dis(image0, image1)
     image0, image1, flow, valid = resize_pair(image0, image1, flow, valid, factor)
     if prior is not None and prior.shape[:2] != flow.shape[:2]:
-        prior = _resize_flow(prior, flow.shape[1::-1])
+        prior = resize_flow(prior, flow.shape[1::-1])
     height, width = image0.shape[:2]
     if height < crop or width < crop:
         pad = ((0, max(0, crop - height)), (0, max(0, crop - width)))
@@ -162,7 +156,7 @@ def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
     if prior is not None:
         from synth.deform import warp_backward
 
-        image1 = warp_backward(image1, prior)  # as lesiontrack.tracker.coarse_flow
+        image1 = warp_backward(image1, prior)  # as lesiontrack.tracking.infer.coarse_flow
     top = int(rng.integers(0, height - crop + 1))
     left = int(rng.integers(0, width - crop + 1))
     window = (slice(top, top + crop), slice(left, left + crop))

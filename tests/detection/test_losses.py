@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lesiontrack.losses import (SegmentationLoss, class_weights_from_counts,
+from lesiontrack.detection.losses import (SegmentationLoss, class_weights_from_counts,
                                 class_weights_from_labels, segmentation_loss, soft_dice_loss,
                                 weighted_cross_entropy)
 

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lesiontrack import match as match_module
-from lesiontrack.match import (assign, draw_matches, lesion_colours, local_area_scale,
+from lesiontrack.tracking import match as match_module
+from lesiontrack.tracking.match import (assign, draw_matches, lesion_colours, local_area_scale,
                                match_lesions, sample_flow)
 
 SHIFT = (10.0, 5.0)
@@ -140,8 +140,8 @@ def test_module_is_callable(visits):
 def test_match_command(visits, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from lesiontrack import detect as detect_module
-    from lesiontrack import flow as flow_module
+    from lesiontrack.detection import detect as detect_module
+    from lesiontrack.tracking import flow as flow_module
     from lesiontrack.cli import main
     from synth.io import write_image
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from lesiontrack.imaging import pad_to_stride
 from synth.io import IGNORE, InputError, read_image, read_label_map, read_manifest, present_lesions
 
 log = logging.getLogger(__name__)
@@ -186,18 +187,6 @@ def training_dataset(root, records, *, count, crop=256, batch=8, rng, lesion_bia
     return dataset.batch(batch).prefetch(2)
 
 
-def pad_to_multiple(image, multiple, *, mode="reflect", constant=0):
-    """Pad the bottom and right of (H, W, ...) to multiples of ``multiple``.
-
-    Returns the padded array and the original (H, W). ``mode`` as in :func:`numpy.pad`.
-    """
-    height, width = image.shape[:2]
-    pad = [(0, -height % multiple), (0, -width % multiple)] + [(0, 0)] * (image.ndim - 2)
-    if mode == "constant":
-        return np.pad(image, pad, mode="constant", constant_values=constant), (height, width)
-    return np.pad(image, pad, mode=mode), (height, width)
-
-
 def validation_samples(root, records, *, stride, crop=None, limit=None):
     """Iterate fixed validation samples, one photo at a time, unaugmented.
 
@@ -230,8 +219,8 @@ def validation_samples(root, records, *, stride, crop=None, limit=None):
             top, left = (height - crop) // 2, (width - crop) // 2
             image = _window(image, top, left, crop, 0)
             labels = _window(labels, top, left, crop, IGNORE)
-        image, _ = pad_to_multiple(image, stride, mode="reflect")
-        labels, _ = pad_to_multiple(labels, stride, mode="constant", constant=IGNORE)
+        image, _ = pad_to_stride(image, stride, mode="reflect")
+        labels, _ = pad_to_stride(labels, stride, mode="constant", constant=IGNORE)
         yield image[None].astype(np.float32), labels
 
 

@@ -11,11 +11,10 @@ Layer names are fixed so that the tracker can take the conv section by name:
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
-
 import keras
 from keras import layers
 
+from lesiontrack.model_cache import resolve_weights
 from synth.io import InputError
 
 DEFAULT_FILTERS = (16, 32, 64, 96)
@@ -64,26 +63,6 @@ def build_fcn(filters=DEFAULT_FILTERS, *, num_classes=NUM_CLASSES, name="fcn"):
     return keras.Model(inputs, outputs, name=name)
 
 
-# Trained detector weights shipped with the package (see experiments/train_detector.sh).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "detector.keras"
-
-
-def resolve_weights(weights) -> Path:
-    """The weights file behind ``weights`` ("default" or a path); InputError when absent."""
-    if isinstance(weights, str) and weights == "default":
-        if not DEFAULT_WEIGHTS.is_file():
-            raise InputError(
-                f"{DEFAULT_WEIGHTS}: default detector weights not found; train them with "
-                "experiments/train_detector.sh (or `lesiontrack train detector DATASET --out "
-                "MODEL.keras`) and pass the result with --weights / weights=PATH"
-            )
-        return DEFAULT_WEIGHTS
-    path = Path(weights)
-    if not path.is_file():
-        raise InputError(f"{path}: no such weights file")
-    return path
-
-
 def _check_detector(model, path):
     """Raise InputError unless ``model`` looks like this detector (names and shapes)."""
     names = {layer.name for layer in model.layers}
@@ -105,7 +84,7 @@ def FCN(*, weights=None, filters=None, num_classes=NUM_CLASSES):  # noqa: N802 (
     weights : None, "default" or path-like
         None: random initialisation. "default": the trained weights shipped in
         ``lesiontrack/weights/detector.keras``. A path: a ``.keras`` model saved by
-        :func:`lesiontrack.train.train_detector` (its own architecture is used unless
+        :func:`lesiontrack.detection.train.train_detector` (its own architecture is used unless
         ``filters`` is given) or a ``.weights.h5`` file for the architecture ``filters``.
     filters : sequence of int, optional
         Widths of the conv levels; default :data:`DEFAULT_FILTERS`.
@@ -125,7 +104,7 @@ def FCN(*, weights=None, filters=None, num_classes=NUM_CLASSES):  # noqa: N802 (
     """
     if weights is None:
         return build_fcn(tuple(filters or DEFAULT_FILTERS), num_classes=num_classes)
-    path = resolve_weights(weights)
+    path = resolve_weights(weights, "detector")
     try:
         # Keras warns once per layer before failing on a mismatch; the error below says it.
         with warnings.catch_warnings():

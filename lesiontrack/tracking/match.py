@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-import types
 
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from lesiontrack.imaging import check_image, sample_flow
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +44,6 @@ RING = 0.75  # ring width around a lesion, as a fraction of its box's mean half-
 
 
 # --------------------------------------------------------------------------- numerics
-
-
-def sample_flow(flow, points) -> np.ndarray:
-    """Bilinear flow values at (x, y) points (border replicated).
-
-    Parameters
-    ----------
-    flow : ndarray, float32 (H, W, 2)
-    points : array-like (N, 2)
-        (x, y) pixel coordinates.
-
-    Returns
-    -------
-    ndarray, float64 (N, 2)
-    """
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    if points.size == 0:
-        return np.zeros((0, 2))
-    map_x = points[:, 0].astype(np.float32).reshape(1, -1)
-    map_y = points[:, 1].astype(np.float32).reshape(1, -1)
-    values = cv2.remap(np.asarray(flow, np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
-    return values.reshape(-1, 2).astype(np.float64)
 
 
 def local_area_scale(flow, points, *, radius=8) -> np.ndarray:
@@ -199,7 +176,7 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
     flow : ndarray, float32 (H, W, 2), optional
         Forward flow image0 -> image1 (pixels of image1); default computed with ``method``.
     method : {"net", "deepflow", "dis", "siftflow", "dsp"}
-        :func:`lesiontrack.flow.estimate_flow` method when ``flow`` is not given.
+        :func:`lesiontrack.tracking.flow.estimate_flow` method when ``flow`` is not given.
     weights : "default" or path-like
         Tracker weights for ``method="net"``.
     detector_weights : "default" or path-like
@@ -207,7 +184,7 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
     threshold : float
         Detector P(lesion) threshold.
     lesions0, lesions1 : list of dict, optional
-        Lesions as :func:`lesiontrack.detect.detect` returns them (``id``, ``bbox``,
+        Lesions as :func:`lesiontrack.detection.detect.detect` returns them (``id``, ``bbox``,
         ``centroid``, ``area_px``, ...); detected when not given.
     max_distance : float
         Gate on the carried distance, as a fraction of image1's diagonal.
@@ -229,10 +206,10 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
         ``out_of_view``}); ``new``: t1 lesions without a match ({``id``, ``centroid``});
         ``lesions0``, ``lesions1``; ``method``; ``parameters``.
     """
-    image0 = _check(image0, "image0")
-    image1 = _check(image1, "image1")
+    image0 = check_image(image0, "image0")
+    image1 = check_image(image1, "image1")
     if lesions0 is None or lesions1 is None:
-        from lesiontrack.detect import detect, load_detector
+        from lesiontrack.detection.detect import detect, load_detector
 
         model = load_detector(detector_weights)
         if lesions0 is None:
@@ -240,7 +217,7 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
         if lesions1 is None:
             lesions1 = detect(image1, model=model, threshold=threshold)
     if flow is None:
-        from lesiontrack.flow import estimate_flow
+        from lesiontrack.tracking.flow import estimate_flow
 
         options = {"weights": weights} if method == "net" else {}
         flow = estimate_flow(image0, image1, method=method, **options)
@@ -299,13 +276,6 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
                        "colour_scale": colour_scale, "colour_weight": colour_weight,
                        "area_change": area_change, "colour_change": colour_change},
     }
-
-
-def _check(image, name):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
-    return image
 
 
 def _point(values):
@@ -383,13 +353,3 @@ def draw_matches(image0, image1, result) -> np.ndarray:
         cv2.putText(canvas, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, font, colour, thickness, cv2.LINE_AA)
         y += int(20 * font / 0.5)
     return canvas
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``lesiontrack.match(image0, image1)`` work although ``lesiontrack.match`` is a module."""
-
-    def __call__(self, *args, **kwargs):
-        return match_lesions(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -2,12 +2,15 @@
 
 :func:`estimate_flow` dispatches to the learned tracker (``"net"``) or to a classical baseline:
 
-* ``"deepflow"``: DeepFlow (Weinzaepfel et al., ICCV 2013), OpenCV contrib, on grey images;
-* ``"dis"``: DIS optical flow (Kroeger et al., ECCV 2016), OpenCV, medium preset, grey;
+* ``"deepflow"``: DeepFlow (Weinzaepfel et al., ICCV 2013), :mod:`lesiontrack.baselines.opencv_flow`;
+* ``"dis"``: DIS optical flow (Kroeger et al., ECCV 2016), medium preset, same module;
 * ``"siftflow"``: SIFT Flow (Liu et al., TPAMI 2011), :mod:`lesiontrack.baselines.siftflow`;
 * ``"dsp"``: deformable spatial pyramid (Kim et al., CVPR 2013), :mod:`lesiontrack.baselines.dsp`;
 * ``"zero"``: zero flow (the "no motion" reference);
-* ``"net"``: the siamese flow network, :func:`lesiontrack.tracker.predict_flow`.
+* ``"net"``: the siamese flow network, :func:`lesiontrack.tracking.infer.predict_flow`.
+
+``estimate_flow`` is also exported as ``lesiontrack.estimate_flow``. Imports go one way: this
+module calls the tracker and the baselines; none of them imports it.
 
 Flow convention: float32 (H, W, 2) at image0's size, channel 0 = dx (columns), channel 1 = dy,
 forward image0 -> image1, in pixels: pixel (x, y) of image0 shows the point seen at
@@ -20,21 +23,12 @@ import logging
 import cv2
 import numpy as np
 
+from lesiontrack.baselines.opencv_flow import deepflow, dis
+from lesiontrack.imaging import check_image
+
 log = logging.getLogger(__name__)
 
 METHODS = ("net", "siftflow", "dsp", "deepflow", "dis", "zero")
-
-
-def check_image(image, name: str = "image") -> np.ndarray:
-    """Return ``image`` if it is uint8 RGB (H, W, 3), else raise ValueError naming the problem."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8, got {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name} must be RGB of shape (H, W, 3), got {image.shape}")
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise ValueError(f"{name} is too small ({image.shape[1]}x{image.shape[0]}); need 8x8")
-    return image
 
 
 def estimate_flow(image0: np.ndarray, image1: np.ndarray, *, method: str = "net",
@@ -86,18 +80,6 @@ def estimate_flow(image0: np.ndarray, image1: np.ndarray, *, method: str = "net"
     return flow
 
 
-def _grey(image):
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
-def _deepflow(image0, image1):
-    return cv2.optflow.createOptFlow_DeepFlow().calc(_grey(image0), _grey(image1), None)
-
-
-def _dis(image0, image1, *, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
-    return cv2.DISOpticalFlow_create(preset).calc(_grey(image0), _grey(image1), None)
-
-
 def _siftflow(image0, image1, **options):
     from lesiontrack.baselines.siftflow import siftflow
     return siftflow(image0, image1, **options)
@@ -114,12 +96,12 @@ def _zero(image0, image1):
 
 def _net(image0, image1, *, weights="default", **options):
     # Imported here: the tracker pulls in TensorFlow, which the baselines do not need.
-    from lesiontrack import tracker
-    return tracker.predict_flow(image0, image1, weights=weights, **options)
+    from lesiontrack.tracking import infer
+    return infer.predict_flow(image0, image1, weights=weights, **options)
 
 
-_METHODS = {"net": _net, "siftflow": _siftflow, "dsp": _dsp, "deepflow": _deepflow,
-            "dis": _dis, "zero": _zero}
+_METHODS = {"net": _net, "siftflow": _siftflow, "dsp": _dsp, "deepflow": deepflow,
+            "dis": dis, "zero": _zero}
 
 
 def flow_to_color(flow: np.ndarray, *, max_magnitude: float | None = None) -> np.ndarray:

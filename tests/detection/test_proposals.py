@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lesiontrack.proposals import heatmap_to_lesions, segment_lesions
+from lesiontrack.detection.proposals import heatmap_to_lesions, segment_lesions
 
 
 def heatmap(p_lesion, malignant_share=0.0):

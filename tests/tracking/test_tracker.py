@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import finish_dataset
-from lesiontrack import tracking_data
-from lesiontrack.tracking_losses import (endpoint_error, mean_epe, pack_target, pck,
+from lesiontrack.tracking import data as tracking_data
+from lesiontrack.tracking.losses import (endpoint_error, mean_epe, pack_target, pck,
                                          robust_epe)
 
 # --------------------------------------------------------------------------- loss tables
@@ -32,7 +32,7 @@ def test_robust_epe_table(pred, true, valid, alpha, epsilon, expected):
 
 @pytest.mark.parametrize("pred, true, valid, alpha, epsilon, expected", ROBUST_EPE_CASES)
 def test_keras_loss_matches_numpy(pred, true, valid, alpha, epsilon, expected):
-    from lesiontrack.tracking_losses import RobustEPELoss
+    from lesiontrack.tracking.losses import RobustEPELoss
 
     target = pack_target(np.array(true)[None, None], np.array(valid)[None, None])
     loss = RobustEPELoss(alpha=alpha, epsilon=epsilon)(target, np.array(pred, np.float32)[None, None])
@@ -53,7 +53,7 @@ def test_epe_and_pck():
 
 
 def test_epe_metric_accumulates():
-    from lesiontrack.tracking_losses import EndPointError
+    from lesiontrack.tracking.losses import EndPointError
 
     metric = EndPointError()
     target = pack_target(np.zeros((1, 2, 1, 2)), np.array([[[1], [0]]]).reshape(1, 2, 1))
@@ -117,7 +117,7 @@ def test_examples_are_seeded(pair_dataset):
 
 
 def test_refine_examples_are_residuals_to_dis():
-    from lesiontrack.flow import estimate_flow
+    from lesiontrack.tracking.flow import estimate_flow
     from synth.deform import warp_backward
 
     image0 = _smooth(80, 80)
@@ -200,7 +200,7 @@ def pair_dataset(tmp_path_factory):
 def tiny_tracker():
     import keras
 
-    from lesiontrack.models.siamese import build_siamese
+    from lesiontrack.tracking.model import build_siamese
 
     keras.backend.clear_session()
     yield build_siamese((4, 8, 8, 8), atrous_width=8, head_widths=(8,))
@@ -211,7 +211,7 @@ def tiny_tracker():
 def tiny_refine_tracker():
     import keras
 
-    from lesiontrack.models.siamese import build_siamese
+    from lesiontrack.tracking.model import build_siamese
 
     keras.backend.clear_session()
     yield build_siamese((4, 8, 8, 8), variant="refine", atrous_width=8, head_widths=(8,))
@@ -222,8 +222,8 @@ def tiny_refine_tracker():
 
 
 def test_untrained_refine_tracker_returns_dis(tiny_refine_tracker, shifted_pair):
-    from lesiontrack.flow import estimate_flow
-    from lesiontrack.tracker import predict_flow
+    from lesiontrack.tracking.flow import estimate_flow
+    from lesiontrack.tracking.infer import predict_flow
 
     image0, image1 = shifted_pair(size=64, shift=(5, -3))
     flow = predict_flow(image0, image1, weights=tiny_refine_tracker)
@@ -234,7 +234,7 @@ def test_untrained_refine_tracker_returns_dis(tiny_refine_tracker, shifted_pair)
 def test_refine_tracker_one_training_step(tiny_refine_tracker, pair_dataset):
     import keras
 
-    from lesiontrack.tracking_losses import RobustEPELoss
+    from lesiontrack.tracking.losses import RobustEPELoss
 
     model = keras.models.clone_model(tiny_refine_tracker)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=RobustEPELoss())
@@ -246,7 +246,7 @@ def test_refine_tracker_one_training_step(tiny_refine_tracker, pair_dataset):
 
 
 def test_predict_flow_any_size(tiny_tracker):
-    from lesiontrack.tracker import predict_flow
+    from lesiontrack.tracking.infer import predict_flow
 
     image0, image1 = _smooth(50, 70, seed=1), _smooth(50, 70, seed=2)
     flow = predict_flow(image0, image1, weights=tiny_tracker)
@@ -257,7 +257,7 @@ def test_predict_flow_any_size(tiny_tracker):
 
 
 def test_predict_flow_maps_into_image1_pixels(tiny_tracker, monkeypatch):
-    from lesiontrack import tracker
+    from lesiontrack.tracking import infer as tracker
 
     # With a network that answers zero flow, the mapping into a 2x larger image1 is p -> 2p.
     monkeypatch.setattr(tracker, "_predictor",
@@ -267,10 +267,13 @@ def test_predict_flow_maps_into_image1_pixels(tiny_tracker, monkeypatch):
 
 
 def test_predict_flow_rejects_bad_input(tiny_tracker):
-    from lesiontrack.tracker import predict_flow
+    from lesiontrack.tracking.infer import predict_flow
 
-    with pytest.raises(ValueError, match="uint8 RGB"):
+    with pytest.raises(ValueError, match=r"image0 must be RGB of shape \(H, W, 3\)"):
         predict_flow(np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.uint8), weights=tiny_tracker)
+    with pytest.raises(ValueError, match="image1 must be uint8"):
+        predict_flow(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32),
+                     weights=tiny_tracker)
 
 
 # --------------------------------------------------------------------------- training command

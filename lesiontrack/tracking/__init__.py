@@ -1,0 +1,4 @@
+"""Lesion tracking between visits (Li, Esteva et al. 2016, fig. 3 right): the siamese flow
+network (``layers``, ``model``), its data, loss and training (``data``, ``losses``, ``train``),
+inference (``infer``), dense flow behind one function (``flow``) and lesion matching
+(``match``). Imports go one way: match -> flow -> infer -> model -> layers."""
