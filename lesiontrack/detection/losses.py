@@ -7,7 +7,10 @@ pixel's term is therefore weighted by its class (eq. 1 below), and a soft Dice t
 (Milletari et al., "V-Net", 2016, eq. 1) on the lesion classes keeps small lesions from being
 drowned by the background.
 
-Pixels labelled 255 (ignore) contribute to neither term.
+Real lesions whose position is known but whose diagnosis is not (label 3, the body photos'
+own moles) count as lesion for detection: their cross-entropy term is
+``-log(P(benign) + P(malignant))``, which says nothing about malignancy, and they are left out
+of the per-class Dice. Pixels labelled 255 (ignore) contribute to neither term.
 
 The numpy functions are the reference; :class:`SegmentationLoss` is the same maths in
 ``keras.ops`` for training.
@@ -20,6 +23,8 @@ from keras import ops
 
 IGNORE = 255
 NUM_CLASSES = 3
+# Label of a lesion of unknown diagnosis (synth.io.UNKNOWN).
+UNKNOWN = 3
 LESION_CLASSES = (1, 2)
 EPSILON = 1e-7
 
@@ -67,19 +72,30 @@ def class_weights_from_counts(counts, *, power=0.5):
     return weights.astype(np.float32)
 
 
-def weighted_cross_entropy(probabilities, labels, *, class_weights=None, ignore=IGNORE):
+def _unknown_weight(weights):
+    """Weight of label 3 when only the 3 class weights are given: their lesion mean."""
+    weights = np.asarray(weights, np.float64)
+    return weights if weights.size > UNKNOWN else np.append(weights, weights[1:3].mean())
+
+
+def weighted_cross_entropy(probabilities, labels, *, class_weights=None, ignore=IGNORE,
+                           unknown=UNKNOWN):
     """Class-weighted softmax cross-entropy, ignoring ``ignore`` pixels (numpy reference).
 
-    ``L = sum_i w[y_i] * -log p_i[y_i] / sum_i w[y_i]`` over labelled pixels i (eq. 1).
+    ``L = sum_i w[y_i] * l_i / sum_i w[y_i]`` over labelled pixels i (eq. 1), with
+    ``l_i = -log p_i[y_i]`` for the classes 0..C-1 and, for a lesion of unknown diagnosis
+    (label ``unknown``), ``l_i = -log(p_i[1] + p_i[2])``: it counts as lesion for detection
+    and says nothing about malignancy.
 
     Parameters
     ----------
     probabilities : ndarray
-        float (..., C) softmax outputs.
+        float (..., C) softmax outputs (C = 3: background, benign, malignant).
     labels : ndarray
-        integer (...), same leading shape; values 0..C-1 or ``ignore``.
+        integer (...), same leading shape; values 0..C-1, ``unknown`` or ``ignore``.
     class_weights : array-like, optional
-        (C,); default all ones (plain mean cross-entropy).
+        (C,) or (C + 1,) weights by label value (entry C for ``unknown``; when absent the
+        mean of the benign and malignant weights); default all ones.
 
     Returns
     -------
@@ -89,22 +105,28 @@ def weighted_cross_entropy(probabilities, labels, *, class_weights=None, ignore=
     probabilities = np.asarray(probabilities, np.float64)
     labels = np.asarray(labels).astype(np.int64)
     num_classes = probabilities.shape[-1]
-    weights = np.ones(num_classes) if class_weights is None else np.asarray(class_weights, np.float64)
+    weights = _unknown_weight(np.ones(num_classes) if class_weights is None else class_weights)
     valid = labels != ignore
     if not valid.any():
         return 0.0
     target = labels[valid]
-    picked = np.take_along_axis(probabilities[valid], target[:, None], axis=1)[:, 0]
+    p = probabilities[valid]
+    known = target != unknown
+    picked = np.empty(target.shape, np.float64)
+    picked[known] = np.take_along_axis(p[known], target[known][:, None], axis=1)[:, 0]
+    picked[~known] = p[~known][:, LESION_CLASSES].sum(axis=1)
     pixel_weights = weights[target]
     losses = -np.log(np.clip(picked, EPSILON, 1.0))
     return float((pixel_weights * losses).sum() / max(pixel_weights.sum(), EPSILON))
 
 
-def soft_dice_loss(probabilities, labels, *, classes=LESION_CLASSES, smooth=1.0, ignore=IGNORE):
+def soft_dice_loss(probabilities, labels, *, classes=LESION_CLASSES, smooth=1.0, ignore=IGNORE,
+                   unknown=UNKNOWN):
     """``1 - mean_c (2 sum p_c g_c + s) / (sum p_c + sum g_c + s)`` over lesion classes.
 
-    Sums run over all labelled pixels of the batch (Milletari et al. 2016, eq. 1, with
-    additive smoothing ``s`` so that a class absent from both prediction and labels scores 1).
+    Sums run over all labelled pixels of the batch but those of lesions of unknown diagnosis
+    (Milletari et al. 2016, eq. 1, with additive smoothing ``s`` so that a class absent from
+    both prediction and labels scores 1).
 
     Parameters
     ----------
@@ -122,7 +144,7 @@ def soft_dice_loss(probabilities, labels, *, classes=LESION_CLASSES, smooth=1.0,
     """
     probabilities = np.asarray(probabilities, np.float64)
     labels = np.asarray(labels).astype(np.int64)
-    valid = labels != ignore
+    valid = (labels != ignore) & (labels != unknown)
     scores = []
     for c in classes:
         p = probabilities[..., c][valid]
@@ -145,16 +167,19 @@ def segmentation_loss(probabilities, labels, *, class_weights=None, dice_weight=
 class SegmentationLoss(keras.losses.Loss):
     """Keras form of :func:`segmentation_loss`.
 
-    ``y_true``: integer labels (B, H, W) or (B, H, W, 1), 255 = ignore; ``y_pred``: softmax
-    probabilities (B, H, W, C). Returns the scalar loss of the batch.
+    ``y_true``: integer labels (B, H, W) or (B, H, W, 1), 3 = lesion of unknown diagnosis,
+    255 = ignore; ``y_pred``: softmax probabilities (B, H, W, C). ``class_weights``: (C,) or
+    (C + 1,) by label value, as :func:`weighted_cross_entropy`. Returns the scalar loss of the
+    batch.
     """
 
     def __init__(self, class_weights=None, *, dice_weight=0.5, classes=LESION_CLASSES,
-                 smooth=1.0, ignore=IGNORE, num_classes=NUM_CLASSES, name="segmentation_loss",
-                 **kwargs):
+                 smooth=1.0, ignore=IGNORE, num_classes=NUM_CLASSES, unknown=UNKNOWN,
+                 name="segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.class_weights = [float(w) for w in (class_weights if class_weights is not None
                                                   else np.ones(num_classes))]
+        self.unknown = int(unknown)
         self.dice_weight = float(dice_weight)
         self.classes = tuple(int(c) for c in classes)
         self.smooth = float(smooth)
@@ -166,13 +191,19 @@ class SegmentationLoss(keras.losses.Loss):
         labels = ops.cast(y_true, "int32")
         if len(labels.shape) == len(y_pred.shape):
             labels = ops.squeeze(labels, -1)
-        valid = ops.cast(ops.not_equal(labels, self.ignore), "float32")
-        safe = ops.where(ops.not_equal(labels, self.ignore), labels, 0)
+        unknown = ops.cast(ops.equal(labels, self.unknown), "float32")
+        known = ops.logical_and(ops.not_equal(labels, self.ignore),
+                                ops.not_equal(labels, self.unknown))
+        valid = ops.cast(known, "float32")
+        safe = ops.where(known, labels, 0)
         onehot = ops.one_hot(safe, self.num_classes) * valid[..., None]
-        weights = ops.convert_to_tensor(np.asarray(self.class_weights, np.float32))
-        pixel_weights = ops.sum(onehot * weights, axis=-1)
+        weights = _unknown_weight(self.class_weights).astype(np.float32)
+        pixel_weights = (ops.sum(onehot * ops.convert_to_tensor(weights[:self.num_classes]), axis=-1)
+                         + unknown * float(weights[self.num_classes]))
         log_p = ops.log(ops.clip(y_pred, EPSILON, 1.0))
-        cross_entropy = -ops.sum(onehot * log_p, axis=-1)
+        p_lesion = ops.sum(ops.take(y_pred, list(LESION_CLASSES), axis=-1), axis=-1)
+        cross_entropy = (-ops.sum(onehot * log_p, axis=-1)
+                         - unknown * ops.log(ops.clip(p_lesion, EPSILON, 1.0)))
         loss = ops.sum(pixel_weights * cross_entropy) / ops.maximum(ops.sum(pixel_weights), EPSILON)
         if self.dice_weight:
             scores = []
@@ -188,5 +219,5 @@ class SegmentationLoss(keras.losses.Loss):
         config = super().get_config()
         config.update(class_weights=self.class_weights, dice_weight=self.dice_weight,
                       classes=list(self.classes), smooth=self.smooth, ignore=self.ignore,
-                      num_classes=self.num_classes)
+                      num_classes=self.num_classes, unknown=self.unknown)
         return config
