@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from lesiontrack.detection.data import (sample_crops, split_records, training_dataset,
+from lesiontrack.detection.data import (augment_crop, body_to_sample, crop_weights,
+                                        hairiness, hard_negative_points, read_hard_negatives,
+                                        sample_crops, split_records, training_dataset,
                                         validation_samples)
 from lesiontrack.imaging import pad_to_stride
 from synth.io import InputError
@@ -78,3 +80,87 @@ def test_pad_to_stride_and_missing_split(tiny_dataset):
     assert padded.shape == (8, 12) and size == (5, 9) and padded[5:].min() == 255
     with pytest.raises(InputError, match="nope"):
         split_records(tiny_dataset, "nope")
+
+
+NEUTRAL = {"flip_ud": False, "flip_lr": False, "rotate": 0, "gain_r": 1.0, "gain_g": 1.0,
+           "gain_b": 1.0, "exposure": 1.0, "gamma": 1.0, "contrast": 1.0, "hue": 0.0,
+           "blur": 0.0, "quality": 0}
+
+
+def test_augment_crop_exposure_scale_and_jpeg_have_known_effects():
+    image = np.full((40, 40, 3), 100, np.uint8)
+    labels = np.zeros((40, 40), np.uint8)
+    labels[:, 20:] = 1
+    window = {"top": 0, "left": 0, "side": 40}
+    x, y = augment_crop(image, labels, {**window, **NEUTRAL}, crop=40)
+    np.testing.assert_array_equal(x, 100)
+    np.testing.assert_array_equal(y, labels)
+    x, _ = augment_crop(image, labels, {**window, **NEUTRAL, "exposure": 1.2}, crop=40)
+    np.testing.assert_array_equal(x, 120)
+    # Zoom 0.5: a 40 px window becomes a 20 px crop, labels by nearest neighbour.
+    _, y = augment_crop(image, labels, {**window, **NEUTRAL}, crop=20)
+    assert (y[:, :10] == 0).all() and (y[:, 10:] == 1).all()
+    # Past the edge: black image, ignore labels.
+    x, y = augment_crop(image, labels, {"top": -10, "left": 0, "side": 40, **NEUTRAL}, crop=40)
+    assert (y[:10] == 255).all() and (x[:10] == 0).all() and (y[10:] != 255).all()
+    noisy = np.random.default_rng(0).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    x, y = augment_crop(noisy, labels, {**window, **NEUTRAL, "quality": 60}, crop=40)
+    assert 1.0 < np.abs(x - noisy).mean() < 60 and np.array_equal(y, labels)
+
+
+def test_hairiness_of_a_thin_dark_line():
+    flat = np.full((64, 64, 3), 180, np.uint8)
+    assert hairiness(flat) == 0.0
+    hairy = flat.copy()
+    hairy[30] = 130                      # one dark strand, 1 px thick, 50 grey levels deep
+    assert hairiness(hairy) == pytest.approx(64 / 64 ** 2)
+    assert crop_weights([0.0, 0.025, 0.2], hair_weight=2.0).tolist() == [1.0, 2.0, 3.0]
+
+
+def test_body_points_follow_the_writers_crop_flip_and_rotation():
+    import cv2
+
+    from synth.augment import augment_body
+
+    body = np.full((160, 200, 3), 200, np.uint8)
+    body[84:87, 149:152] = 0             # a dark dot centred on (150, 85)
+    size, margin = 64, int(0.12 * 64)
+    crop = [90, 60, 80, 80]
+    x0, y0, w, h = crop
+    canvas = cv2.resize(body[y0:y0 + h, x0:x0 + w], (size + 2 * margin,) * 2,
+                        interpolation=cv2.INTER_AREA)
+    for seed in range(4):
+        warped, _, augment = augment_body(canvas, None, rng=np.random.default_rng(seed),
+                                          horizontal_flip_probability=0.5,
+                                          vertical_flip_probability=0.5, max_rotation=10,
+                                          image_fill=(255, 255, 255))
+        sample = warped[margin:margin + size, margin:margin + size].astype(float).sum(-1)
+        record = {"size": [size, size], "body": {"crop": crop, "augment": augment}}
+        (x, y), = body_to_sample([[150, 85]], record)[0]
+        row, col = np.unravel_index(np.argmin(sample), sample.shape)
+        assert abs(x - col) <= 1.0 and abs(y - row) <= 1.0, (seed, augment)
+
+
+def test_crops_go_to_hard_negatives_and_hairy_records(tiny_dataset, tmp_path):
+    from synth.io import write_json
+
+    records = [dict(r, body={"id": "b", "crop": [0, 0, 80 + 2 * 9, 64 + 2 * 9],
+                             "augment": {}}, size=[80, 64])
+               for r in split_records(tiny_dataset, "train")]
+    path = tmp_path / "negatives.json"
+    # Margin 9 px (0.12 x 80): body point (9 + 70, 9 + 50) is sample point (70, 50).
+    write_json(path, {"bodies": {"b": {"boxes": [[77, 57, 4, 4]]}}})
+    points = hard_negative_points(records, read_hard_negatives(path))
+    np.testing.assert_allclose(points[0], [[70, 50]])
+    params = sample_crops(records, count=50, crop=16, rng=np.random.default_rng(0),
+                          lesion_bias=0.0, hard_negatives=points, hard_negative_bias=1.0,
+                          augment=False)
+    assert ((params["left"] <= 70) & (70 < params["left"] + 16)).all()
+    assert ((params["top"] <= 50) & (50 < params["top"] + 16)).all()
+    weights = np.array([0.0, 0.0, 0.0, 1.0])
+    params = sample_crops(records, count=20, crop=16, rng=np.random.default_rng(0),
+                          weights=weights)
+    assert (params["index"] == 3).all()
+    with pytest.raises(InputError, match="not a hard-negative file"):
+        write_json(tmp_path / "bad.json", {"boxes": []})
+        read_hard_negatives(tmp_path / "bad.json")
