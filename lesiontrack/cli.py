@@ -14,8 +14,6 @@ import click
 
 from synth.cli import InputErrorGroup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 _TENSORFLOW_COMMANDS = {"detect", "match", "train", "evaluate", "flow"}
 
@@ -41,6 +39,8 @@ def main(ctx, verbose):
     """Find skin lesions on body photos, flag the suspicious ones, track them between visits."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # TensorFlow reads its C++ log level once, when it is first imported by a command.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not verbose and ctx.invoked_subcommand in _TENSORFLOW_COMMANDS and "--help" not in sys.argv:
         _import_tensorflow_quietly()
 
@@ -71,18 +71,34 @@ def evaluate():
 @click.option("--val-limit", default=64, show_default=True, type=click.IntRange(min=1),
               help="Validation photos per epoch.")
 @click.option("--bf16", "mixed_precision", is_flag=True, help="Mixed bfloat16 compute.")
+@click.option("--hard-negatives", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON of hard negatives on the training body photos "
+                   "(experiments/mine_hard_negatives.py).")
+@click.option("--hard-negative-bias", default=0.15, show_default=True,
+              type=click.FloatRange(0, 1), help="Share of crops placed on a hard negative.")
+@click.option("--hair-weight", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="Hairy samples are drawn up to 1 + this many times as often.")
+@click.option("--lesion-bias", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of crops placed on a lesion.")
+@click.option("--monitor", default="sens_1fp", show_default=True,
+              help="Validation figure that selects the best model (higher is better).")
 def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learning_rate, init,
-                           val_limit, mixed_precision):
+                           val_limit, mixed_precision, hard_negatives, hard_negative_bias,
+                           hair_weight, lesion_bias, monitor):
     """Train the lesion detector on DATASET (resumes when OUT has a state file)."""
     from lesiontrack.detection.train import train_detector
 
     history = train_detector(dataset, out, epochs=epochs, steps=steps, batch=batch, crop=crop,
                              seed=seed, init=init, learning_rate=learning_rate,
-                             val_limit=val_limit, mixed_precision=mixed_precision)
+                             val_limit=val_limit, mixed_precision=mixed_precision,
+                             hard_negatives=hard_negatives,
+                             hard_negative_bias=hard_negative_bias, hair_weight=hair_weight,
+                             lesion_bias=lesion_bias, monitor=monitor)
     if history:
         last = history[-1]
-        click.echo(f"epoch {last['epoch']}: val mean IoU {last['val_mean_iou']:.3f}, "
-                   f"val AUC {last['val_auc']:.3f}; best model in {out}")
+        click.echo(f"epoch {last['epoch']}: val sensitivity at 1 FP/image "
+                   f"{last['val_sens_1fp']:.3f}, val mean IoU {last['val_mean_iou']:.3f}; "
+                   f"best model in {out}")
 
 
 @main.command("detect")

@@ -2,8 +2,10 @@
 
 :func:`train_detector` plugs the detector (:mod:`lesiontrack.detection.model`), its loss
 (:mod:`lesiontrack.detection.losses`) and its data (:mod:`lesiontrack.detection.data`) into the
-shared loop :func:`lesiontrack.training.fit` (best checkpoint by validation mean IoU,
-``.last.keras`` + ``.state.json`` for resuming, ``.csv`` log, ``.png`` curves beside ``out``).
+shared loop :func:`lesiontrack.training.fit` (best checkpoint by a validation figure, by
+default the lesion-level sensitivity at 1 false positive per image of
+:func:`evaluate_detector`; ``.last.keras`` + ``.state.json`` for resuming, ``.csv`` log,
+``.png`` curves beside ``out``).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from lesiontrack.metrics import class_iou, confusion_matrix, histogram_auc
 from lesiontrack.training import fit, mixed_precision as mixed_precision_policy
-from synth.io import IGNORE, InputError, load_sample
+from synth.io import IGNORE, UNKNOWN, InputError, load_sample, present_lesions, read_json
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def evaluate_segmentation(model, samples, *, loss, bins=256):
         ``iou_malignant``, ``mean_iou`` (lesion classes present), ``lesion_iou``
         (lesion vs background), ``auc`` (P(lesion), lesion vs background pixels).
     """
+    from lesiontrack.detection.proposals import lesion_probability
     from lesiontrack.model_cache import graph_function
 
     predict = graph_function(model)
@@ -53,9 +56,11 @@ def evaluate_segmentation(model, samples, *, loss, bins=256):
     for image, labels in samples:
         probabilities = np.asarray(predict(image))[0].astype(np.float32)
         losses.append(loss(probabilities, labels))
-        confusion += confusion_matrix(labels, probabilities.argmax(-1))
+        # Lesions of unknown diagnosis are lesion pixels but have no class to be right about.
+        confusion += confusion_matrix(np.where(labels == UNKNOWN, IGNORE, labels),
+                                      probabilities.argmax(-1))
         valid = labels != IGNORE
-        p_lesion = probabilities[..., 1] + probabilities[..., 2]
+        p_lesion = lesion_probability(probabilities)
         index = np.clip((p_lesion[valid] * bins).astype(np.int64), 0, bins - 1)
         is_lesion = labels[valid] > 0
         positive += np.bincount(index[is_lesion], minlength=bins)
@@ -76,18 +81,165 @@ def evaluate_segmentation(model, samples, *, loss, bins=256):
     }
 
 
+def evaluate_detector(model, root, records, *, loss, stride, limit=None, threshold=0.5,
+                      low_threshold=0.05, bins=256):
+    """Validation figures of a detector on whole samples: lesions found, false positives, pixels.
+
+    Lesion level (what selects the checkpoint): proposals of
+    :func:`lesiontrack.detection.proposals.heatmap_to_lesions` down to ``low_threshold``,
+    matched to the blended lesions (benign and malignant) by centroid in box
+    (:func:`lesiontrack.metrics.froc`); a proposal whose centroid lies on a real lesion of
+    unknown diagnosis (label 3) or an ignored pixel is neither right nor wrong and is left out.
+
+    Parameters
+    ----------
+    model : keras.Model
+    root : path-like
+    records : list of dict
+        Manifest records (the first ``limit`` are used: the same ones every epoch).
+    loss : callable
+        ``loss(probabilities (H, W, 3), labels (H, W)) -> float``.
+    stride : int
+    limit : int, optional
+    threshold : float
+        Operating point reported as ``sensitivity`` / ``fp_per_image`` (the default of
+        ``lesiontrack detect``).
+    low_threshold : float
+    bins : int
+        Histogram bins of P(lesion) for the pixel AUC.
+
+    Returns
+    -------
+    dict
+        ``sens_05fp``, ``sens_1fp``, ``sens_2fp`` (FROC), ``sensitivity`` and
+        ``fp_per_image`` at ``threshold``, ``loss``, ``mean_iou`` (benign and malignant
+        pixels), ``lesion_iou`` and ``auc`` (lesion, real lesions included, against
+        background pixels).
+    """
+    from lesiontrack.metrics import froc, sensitivity_at_fp
+
+    from lesiontrack.detection.detect import predict_heatmap
+    from lesiontrack.detection.proposals import heatmap_to_lesions
+
+    confusion = np.zeros((3, 3), np.int64)
+    binary = np.zeros((2, 2), np.int64)
+    positive = np.zeros(bins, np.int64)
+    negative = np.zeros(bins, np.int64)
+    losses, predictions, truths = [], [], []
+    for record in records[:limit]:
+        sample = load_sample(root, record)
+        labels = sample["labels"]
+        probabilities = predict_heatmap(model, sample["image"])
+        losses.append(loss(probabilities, labels))
+        valid = labels != IGNORE
+        known = np.where(labels == UNKNOWN, IGNORE, labels)
+        confusion += confusion_matrix(known, probabilities.argmax(-1))
+        is_lesion = labels[valid] > 0
+        predicted = probabilities[..., 0][valid] < 0.5
+        binary += np.bincount(is_lesion * 2 + predicted, minlength=4).reshape(2, 2)
+        p_lesion = 1.0 - probabilities[..., 0]
+        index = np.clip((p_lesion[valid] * bins).astype(np.int64), 0, bins - 1)
+        positive += np.bincount(index[is_lesion], minlength=bins)
+        negative += np.bincount(index[~is_lesion], minlength=bins)
+        lesions = heatmap_to_lesions(probabilities, threshold=low_threshold)
+        centroids = np.array([l["centroid"] for l in lesions], np.float64).reshape(-1, 2)
+        scores = np.array([l["score"] for l in lesions], np.float64)
+        if len(lesions):
+            cols = np.clip(np.round(centroids[:, 0]).astype(int), 0, labels.shape[1] - 1)
+            rows = np.clip(np.round(centroids[:, 1]).astype(int), 0, labels.shape[0] - 1)
+            counted = (labels[rows, cols] != IGNORE) & (labels[rows, cols] != UNKNOWN)
+            centroids, scores = centroids[counted], scores[counted]
+        predictions.append((centroids, scores))
+        truths.append(np.array([l["bbox"] for l in present_lesions(record)
+                                if l.get("label", 1) in (1, 2)], np.float64).reshape(-1, 4))
+    fp, sensitivity, thresholds = froc(predictions, truths)
+    at = thresholds >= threshold
+    iou = class_iou(confusion)
+    present = iou[1:][~np.isnan(iou[1:])]
+    return {
+        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "sens_05fp": sensitivity_at_fp(fp, sensitivity, 0.5),
+        "sens_1fp": sensitivity_at_fp(fp, sensitivity, 1.0),
+        "sens_2fp": sensitivity_at_fp(fp, sensitivity, 2.0),
+        "sensitivity": float(sensitivity[at].max()) if at.any() else 0.0,
+        "fp_per_image": float(fp[at].max()) if at.any() else 0.0,
+        "mean_iou": float(present.mean()) if present.size else float("nan"),
+        "lesion_iou": float(class_iou(binary)[1]),
+        "auc": histogram_auc(positive, negative),
+    }
+
+
+def real_lesion_recall(model, bodies, names, *, threshold=0.5, margin=4.0):
+    """Recall of the clear real lesions on whole body photos, and detections per photo.
+
+    ``bodies/lesions.csv`` (``tile, x, y, radius_px, label``): a lesion labelled ``lesion``
+    is found when a detection's box holds its centre or a detection's centroid lies within
+    its radius + ``margin`` px (as ``experiments/real_moles.py``).
+
+    Parameters
+    ----------
+    model : keras.Model
+    bodies : path-like
+        Body library folder.
+    names : iterable of str
+        Photo names (stems) to use, e.g. the validation split's body photos.
+    threshold : float
+
+    Returns
+    -------
+    dict
+        ``real_recall`` (NaN without clear lesions) and ``real_detections`` (mean per photo).
+    """
+    import csv
+
+    from synth.io import list_images, read_image
+
+    from lesiontrack.detection.detect import detect
+
+    bodies = Path(bodies)
+    truth = {}
+    table = bodies / "lesions.csv"
+    if table.is_file():
+        with open(table, newline="", encoding="utf-8-sig") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("label", "lesion") == "lesion":
+                    truth.setdefault(Path(row["tile"]).stem, []).append(
+                        (float(row["x"]), float(row["y"]), float(row["radius_px"])))
+    names = set(names)
+    found = total = 0
+    detections = []
+    for path in list_images(bodies):
+        if path.stem not in names:
+            continue
+        lesions = detect(read_image(path), model=model, threshold=threshold)
+        detections.append(len(lesions))
+        for x, y, radius in truth.get(path.stem, []):
+            total += 1
+            found += any(
+                (l["bbox"][0] <= x <= l["bbox"][0] + l["bbox"][2]
+                 and l["bbox"][1] <= y <= l["bbox"][1] + l["bbox"][3])
+                or np.hypot(l["centroid"][0] - x, l["centroid"][1] - y) <= radius + margin
+                for l in lesions)
+    return {"real_recall": found / total if total else float("nan"),
+            "real_detections": float(np.mean(detections)) if detections else float("nan")}
+
+
 def detector_class_weights(root, records, *, limit=200, power=0.5):
-    """Class weights from the label maps of (at most ``limit``) training records."""
+    """Weights (4,) of labels 0-3 from the label maps of (at most ``limit``) training records.
+
+    Label 3 (lesion of unknown diagnosis) gets its own weight from its own frequency.
+    """
     from lesiontrack.detection.losses import class_weights_from_labels
 
     labels = (load_sample(root, record)["labels"] for record in records[:limit])
-    return class_weights_from_labels(labels, power=power)
+    return class_weights_from_labels(labels, num_classes=4, power=power)
 
 
 def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, seed=0, init=None,
-                   learning_rate=1e-3, class_weights=None, dice_weight=0.5, lesion_bias=0.7,
-                   val_crop=None, val_limit=64, monitor="mean_iou", filters=None,
-                   mixed_precision=False):
+                   learning_rate=1e-3, class_weights=None, dice_weight=0.5, lesion_bias=0.6,
+                   val_crop=None, val_limit=64, monitor="sens_1fp", filters=None,
+                   mixed_precision=False, hair_weight=2.0, hard_negatives=None,
+                   hard_negative_bias=0.15, real_check=True):
     """Train the detector on a synthesized dataset; resumes when ``out`` has a state file.
 
     Parameters
@@ -105,22 +257,37 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     learning_rate : float
         Adam step size.
     class_weights : sequence of float, optional
-        (3,) weights of the cross-entropy; default from the training labels
-        (:func:`lesiontrack.detection.losses.class_weights_from_labels`).
+        (3,) or (4,) weights of the cross-entropy by label (entry 3: lesion of unknown
+        diagnosis); default from the training labels (:func:`detector_class_weights`).
     dice_weight : float
         Weight of the soft Dice term on the lesion classes.
     lesion_bias : float
-        Share of crops placed around a lesion.
+        Share of crops placed around a lesion (blended or real).
     val_crop : int, optional
-        Validate on centred crops of this side instead of full photos.
+        Validate on centred crops of this side instead of full photos (pixel figures only,
+        :func:`evaluate_segmentation`).
     val_limit : int
         Validate on at most this many "val" photos (the same ones every epoch).
     monitor : str
-        Validation figure selecting the best checkpoint (higher is better).
+        Validation figure selecting the best checkpoint (higher is better), a key of
+        :func:`evaluate_detector` (and of :func:`real_lesion_recall`).
     filters : sequence of int, optional
         Widths of the conv levels when not starting from ``init``.
     mixed_precision : bool
-        Compute in bfloat16 (weights stay float32; the softmax head is float32).
+        Compute in bfloat16 (weights stay float32; the softmax head is float32); also when
+        starting from a float32 ``init``.
+    hair_weight : float
+        Hairy samples are drawn up to ``1 + hair_weight`` times as often
+        (:func:`lesiontrack.detection.data.crop_weights`).
+    hard_negatives : path-like, optional
+        JSON of hard negatives on the training body photos
+        (``experiments/mine_hard_negatives.py``).
+    hard_negative_bias : float
+        Share of crops placed around a hard negative of their sample, when it has one.
+    real_check : bool
+        Also report the recall of the clear real lesions on the validation split's body
+        photos (``real_recall``, ``real_detections``), when the dataset names its body
+        library and that has a ``lesions.csv``.
 
     Returns
     -------
@@ -140,6 +307,9 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
         class_weights = detector_class_weights(dataset, train_records)
     class_weights = [float(w) for w in class_weights]
     log.info("class weights %s", class_weights)
+    if mixed_precision and init is not None and filters is None:
+        # A saved .keras model keeps its own float32 policy: rebuild under the mixed policy.
+        filters = _saved_filters(FCN(weights=init))
     with mixed_precision_policy(mixed_precision):
         model = FCN(weights=init, filters=filters)
     stride = model_stride(model)
@@ -148,25 +318,72 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=SegmentationLoss(class_weights, dice_weight=dice_weight))
 
+    weights = None
+    if hair_weight:
+        hair = data_module.record_hairiness(dataset, train_records)
+        weights = data_module.crop_weights(hair, hair_weight=hair_weight)
+        log.info("hairy samples (hairiness >= %.2f): %d of %d", data_module.HAIRY_FRACTION,
+                 int((hair >= data_module.HAIRY_FRACTION).sum()), len(train_records))
+    negatives = None
+    if hard_negatives is not None:
+        negatives = data_module.hard_negative_points(
+            train_records, data_module.read_hard_negatives(hard_negatives))
+        log.info("hard negatives inside training samples: %d", sum(len(n) for n in negatives))
+    real_bodies = _validation_bodies(dataset) if real_check else None
+
     def make_dataset(epoch):
         rng = np.random.default_rng([seed, epoch])
         return data_module.training_dataset(dataset, train_records, count=steps * batch,
                                             crop=crop, batch=batch, rng=rng,
-                                            lesion_bias=lesion_bias)
+                                            lesion_bias=lesion_bias, weights=weights,
+                                            hard_negatives=negatives,
+                                            hard_negative_bias=hard_negative_bias)
+
+    def loss(p, y):
+        return segmentation_loss(p, y, class_weights=class_weights, dice_weight=dice_weight)
 
     def validate(model):
-        samples = data_module.validation_samples(dataset, val_records, stride=stride,
-                                                 crop=val_crop, limit=val_limit)
-        return evaluate_segmentation(
-            model, samples,
-            loss=lambda p, y: segmentation_loss(p, y, class_weights=class_weights,
-                                                dice_weight=dice_weight))
+        if val_crop is not None:
+            samples = data_module.validation_samples(dataset, val_records, stride=stride,
+                                                     crop=val_crop, limit=val_limit)
+            return evaluate_segmentation(model, samples, loss=loss)
+        figures = evaluate_detector(model, dataset, val_records, loss=loss, stride=stride,
+                                    limit=val_limit)
+        if real_bodies is not None:
+            figures.update(real_lesion_recall(model, *real_bodies))
+        return figures
 
     config = {"dataset": str(dataset), "epochs": epochs, "steps": steps, "batch": batch,
               "crop": crop, "seed": seed, "init": None if init is None else str(init),
               "learning_rate": learning_rate, "class_weights": class_weights,
               "dice_weight": dice_weight, "lesion_bias": lesion_bias,
-              "mixed_precision": mixed_precision}
+              "mixed_precision": mixed_precision, "hair_weight": hair_weight,
+              "hard_negatives": None if hard_negatives is None else str(hard_negatives),
+              "hard_negative_bias": hard_negative_bias, "monitor": monitor}
     _, history = fit(model, make_dataset, validate, out, epochs=epochs, steps=steps,
                      monitor=monitor, mode="max", config=config)
     return history
+
+
+def _saved_filters(model):
+    """Widths of the conv levels of a detector (its ``conv{level}_1`` layers)."""
+    widths = {}
+    for layer in model.layers:
+        name = layer.name
+        if name.startswith("conv") and name.endswith("_1") and name[4:-2].isdigit():
+            widths[int(name[4:-2])] = layer.filters
+    return tuple(widths[level] for level in sorted(widths))
+
+
+def _validation_bodies(dataset):
+    """(body library, names of the validation split's body photos), or None."""
+    dataset = Path(dataset)
+    try:
+        bodies = Path(read_json(dataset / "dataset.json").get("sources", {}).get("bodies") or "")
+        names = [name for name, split in read_json(dataset / "splits.json").get("bodies", {}).items()
+                 if split == "val"]
+    except (InputError, OSError, AttributeError):
+        return None
+    if not names or not (bodies / "lesions.csv").is_file():
+        return None
+    return bodies, names
