@@ -1,5 +1,8 @@
 """Heavy, seeded augmentation of lesion crops, body crops and whole images.
 
+Hair (:func:`hair_layer`, :func:`apply_hair`) is drawn over skin and blended lesions alike
+and changes no label; :func:`hairiness` scores how hairy a photo already is.
+
 Every function takes an explicit ``rng`` (``numpy.random.Generator``) and returns, beside its
 output, a JSON-serialisable ``params`` dict of everything it drew, so a dataset record can say
 exactly how each sample was made.
@@ -488,3 +491,131 @@ def photometric(image: np.ndarray, *, rng: np.random.Generator, hue_shift: float
     params = {**colour, "gamma": gamma, "blur_sigma": blur_sigma, "noise_sigma": noise_sigma,
               "jpeg_quality": quality}
     return np.ascontiguousarray(out), params
+
+
+# --------------------------------------------------------------------------- hair
+
+
+def _bezier(points: np.ndarray, num: int) -> np.ndarray:
+    """(num, 2) points on the cubic Bezier curve of the 4 control points (4, 2)."""
+    t = np.linspace(0.0, 1.0, num)[:, None]
+    p0, p1, p2, p3 = points
+    return ((1 - t) ** 3) * p0 + 3 * ((1 - t) ** 2) * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
+
+
+def hair_layer(shape, *, rng: np.random.Generator, count_range=(10, 120), width_range=(0.7, 2.5),
+               opacity_range=(0.25, 0.8), length_range=(0.05, 0.3), curvature: float = 0.3,
+               spread: float = 0.5, supersample: int = 4):
+    """Draw thin dark curved hair strands: an alpha map and a colour to composite.
+
+    Each strand is a cubic Bezier curve (control points spread along a direction drawn about
+    the layer's main hair direction, with standard deviation ``spread`` radians, bent sideways by up to ``curvature`` of its length), drawn anti-aliased at
+    ``supersample`` times the resolution and reduced by area averaging, so widths of 1-2.5 px
+    come out with soft, sub-pixel edges.  One hair colour per layer (one person's hair):
+    dark brown to black.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image.
+    rng : numpy.random.Generator
+    count_range : (int, int)
+        Number of strands.
+    width_range : (float, float)
+        Strand width in pixels.
+    opacity_range : (float, float)
+        Per-strand opacity.
+    length_range : (float, float)
+        Strand length as a fraction of the image's shorter side.
+    curvature : float
+        Largest sideways offset of the inner control points, relative to the length.
+    supersample : int
+        Drawing resolution factor.
+
+    Returns
+    -------
+    alpha : ndarray
+        float32 (H, W) in [0, 1].
+    colour : ndarray
+        float32 (3,) RGB of the hair.
+    params : dict
+        count, colour, widths and opacities drawn.
+    """
+    height, width = shape[:2]
+    scale = int(supersample)
+    canvas = np.zeros((height * scale, width * scale), np.uint8)
+    count = int(rng.integers(count_range[0], count_range[1] + 1))
+    # Dark brown to black: a brown hue darkened by a random factor.
+    darkness = _uniform(rng, (0.25, 1.0))
+    colour = np.array([70.0, 48.0, 32.0], np.float32) * darkness
+    widths, opacities = [], []
+    side = min(height, width)
+    # Hair on one patch of skin grows roughly one way: strands scatter about one direction.
+    main_angle = float(rng.uniform(0, np.pi))
+    for _ in range(count):
+        start = rng.uniform((0, 0), (width, height))
+        angle = main_angle + float(rng.normal(0.0, spread)) + np.pi * float(rng.integers(2))
+        length = _uniform(rng, length_range) * side
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        normal = np.array([-direction[1], direction[0]])
+        bends = rng.uniform(-curvature, curvature, 2) * length
+        controls = np.stack([start, start + direction * length / 3 + normal * bends[0],
+                             start + direction * 2 * length / 3 + normal * bends[1],
+                             start + direction * length])
+        curve = _bezier(controls, max(8, int(length / 2)))
+        strand_width = _uniform(rng, width_range)
+        opacity = _uniform(rng, opacity_range)
+        widths.append(round(strand_width, 2))
+        opacities.append(round(opacity, 3))
+        points = np.rint(curve * scale).astype(np.int32).reshape(-1, 1, 2)
+        # Later strands cover earlier ones where they cross (uint8 opacity).
+        cv2.polylines(canvas, [points], False, int(round(255 * opacity)),
+                      thickness=max(1, int(round(strand_width * scale))), lineType=cv2.LINE_AA)
+    alpha = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    params = {"count": count, "colour": [round(float(c), 1) for c in colour],
+              "direction_deg": round(float(np.degrees(main_angle)), 1),
+              "widths": widths, "opacities": opacities}
+    return alpha, colour, params
+
+
+def apply_hair(image: np.ndarray, alpha: np.ndarray, colour) -> np.ndarray:
+    """Composite a hair layer over an image: uint8 (H, W, 3), ``image`` where alpha is 0."""
+    image = _check_image(image)
+    a = np.asarray(alpha, np.float32)[..., None]
+    out = image.astype(np.float32) * (1.0 - a) + np.asarray(colour, np.float32) * a
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def hairiness(image: np.ndarray, mask=None, *, kernel_px: int = 7, threshold: float = 10.0) -> float:
+    """Fraction of (skin) pixels on thin dark lines: a hairiness score of a photo.
+
+    The black top-hat (closing minus image) of the grey image with a ``kernel_px`` disc
+    responds to dark structures narrower than the disc: hair, and also pores and the smallest
+    freckles.  The score is the fraction of pixels of ``mask`` whose top-hat exceeds
+    ``threshold`` grey levels.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 (H, W, 3) RGB.
+    mask : ndarray, optional
+        bool (H, W): the pixels scored (skin); all when None.
+    kernel_px : int
+        Diameter of the disc; strands up to about ``kernel_px - 2`` px wide respond.
+    threshold : float
+        Top-hat level (0-255) counted as a dark line.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    image = _check_image(image)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
+    tophat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
+    lines = tophat > threshold
+    if mask is None:
+        return float(lines.mean())
+    mask = np.asarray(mask, bool)
+    return float(lines[mask].mean()) if mask.any() else 0.0

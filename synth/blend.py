@@ -187,8 +187,10 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
     """Build a blend source and mask that keep the lesion's contrast against the new skin.
 
     PAD-UFES-20 crops are black outside the lesion mask, and JPEG ringing darkens the pixels
-    just inside the mask edge.  The source is the destination skin everywhere, with the lesion
-    composited over it through a slightly eroded, softly feathered alpha; the blend mask is the
+    just inside the mask edge.  The source is the destination skin everywhere outside the
+    lesion mask (no pixel of the crop outside its mask reaches the blend, so there is no halo
+    or rim), with the lesion composited over it through an alpha feathered inwards from the
+    mask edge, whose outermost pixels take the nearest trusted lesion colour; the blend mask is the
     lesion mask dilated by ``margin_px``.  The lesion-to-skin step then lies inside the blend
     mask, so it is part of the guidance field and survives the blend.
 
@@ -237,10 +239,11 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
         eroded = cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=edge_erode_px)
         if eroded.any():
             trusted = eroded
-    if trusted is not mask:
-        # Replace the untrusted rim by the nearest trusted lesion colour (no black bleed).
-        _, (near_rows, near_cols) = _nearest(trusted.astype(bool))
-        image = image[near_rows, near_cols]
+    # Every pixel outside the trusted lesion (the untrusted rim and everything outside the
+    # mask: black in PAD-UFES-20 crops, the patient's own skin in ISIC crops) takes the
+    # nearest trusted lesion colour, so nothing of it can reach the blend (no dark rim).
+    _, (near_rows, near_cols) = _nearest(trusted.astype(bool))
+    image = image[near_rows, near_cols]
     if tone_match > 0:
         # Skin pigment acts multiplicatively on everything under it (Beer-Lambert), so the
         # lesion is carried to the new skin tone by the per-channel ratio of the destination
@@ -257,7 +260,8 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
     alpha = mask.astype(np.float32)
     if feather_sigma > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather_sigma)
-        alpha = np.where(mask > 0, np.maximum(alpha, 0.5), np.minimum(alpha, 0.5))
+        # Feathered inwards only: outside the lesion mask the source is the destination.
+        alpha = np.where(mask > 0, np.maximum(alpha, 0.5), 0.0)
     alpha = alpha[..., None]
     source = alpha * image + (1.0 - alpha) * destination_patch.astype(np.float32)
     source = np.clip(np.rint(source), 0, 255).astype(np.uint8)

@@ -10,13 +10,19 @@ Layout of a body folder (every part but the photos is optional)::
                                   the default (0.4 mm/px, which fits iToBoS tiles where
                                   moles of 4-6 mm span 10-20 px)
         annotations.json          COCO boxes of lesions already on the photos, matched to
-                                  photos by file name
+                                  photos by file name (``iscrowd`` 1 or a category named
+                                  "ambiguous" or "ignore": an uncertain lesion)
         labels/<name>.txt         YOLO boxes: "class cx cy w h", normalised to [0, 1]
         lesions.csv               iToBoS style: tile, x, y, radius_px[, label, note]; each row
-                                  gives the square box [x - r, y - r, 2r, 2r]
+                                  gives the circle of radius r about (x, y), i.e. the square box
+                                  [x - r, y - r, 2r, 2r]; with a ``label`` column, rows whose
+                                  label starts with "lesion" are lesions, the others (e.g.
+                                  "ambiguous") uncertain
 
-Boxes of existing lesions are not used as labels: the dataset writer marks them (and the
-spots found by synth.skin.find_lesion_spots) 255, ignore, because the body photos are not
+Real lesions with a known position (COCO and YOLO boxes, ``lesion`` rows of lesions.csv) are
+segmented inside their box (:func:`synth.skin.segment_lesion_in_box`) and labelled 3, lesion of
+unknown diagnosis, by the dataset writer.  Uncertain annotations and the spots found by
+:func:`synth.skin.find_lesion_spots` are labelled 255, ignore, because the body photos are not
 fully annotated.
 """
 from __future__ import annotations
@@ -30,7 +36,8 @@ import cv2
 import numpy as np
 
 from synth.io import InputError, list_images, read_image, read_json, read_mask
-from synth.skin import find_lesion_spots, ignore_mask_from_spots, segment_skin
+from synth.skin import (find_lesion_spots, ignore_mask_from_spots, segment_lesion_in_box,
+                        segment_skin)
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +48,19 @@ DEFAULT_MM_PER_PX = 0.4
 
 @dataclass(frozen=True)
 class BodyRecord:
-    """One body photo: its files, known lesion boxes [x, y, w, h] (pixels) and scale."""
+    """One body photo: its files, lesion boxes and scale.
+
+    ``boxes`` holds every annotated box [x, y, w, h] (pixels); ``lesions`` the real lesions
+    with known position among them, each (x, y, w, h, source, shape) with source 'coco',
+    'yolo' or 'lesions.csv' and shape 'box' or 'circle'.
+    """
 
     name: str
     image_path: str
     skin_mask_path: str | None = None
     boxes: tuple = ()
     mm_per_px: float = DEFAULT_MM_PER_PX
+    lesions: tuple = ()
 
 
 @dataclass
@@ -65,14 +78,21 @@ class BodyLibrary:
 # --------------------------------------------------------------------------- boxes
 
 
+_UNCERTAIN_CATEGORIES = ("ambiguous", "ignore")
+
+
 def _coco_boxes(path: Path) -> dict[str, list]:
+    """name -> [(box, is_lesion)]."""
     data = read_json(path)
     try:
         names = {image["id"]: Path(image["file_name"]).stem for image in data["images"]}
+        categories = {c["id"]: str(c.get("name", "")).lower() for c in data.get("categories", [])}
         boxes: dict[str, list] = {}
         for annotation in data.get("annotations", []):
             x, y, w, h = (float(v) for v in annotation["bbox"])
-            boxes.setdefault(names[annotation["image_id"]], []).append([x, y, w, h])
+            uncertain = bool(annotation.get("iscrowd")) or categories.get(
+                annotation.get("category_id"), "").startswith(_UNCERTAIN_CATEGORIES)
+            boxes.setdefault(names[annotation["image_id"]], []).append(([x, y, w, h], not uncertain))
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{path}: not a COCO annotation file ({error!r})") from None
     return boxes
@@ -95,6 +115,7 @@ def _yolo_boxes(path: Path, width: int, height: int) -> list:
 
 
 def _itobos_boxes(path: Path) -> dict[str, list]:
+    """name -> [(box, is_lesion)]; without a label column every row is a lesion."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ("tile", "x", "y", "radius_px") if c not in (reader.fieldnames or [])]
@@ -106,7 +127,10 @@ def _itobos_boxes(path: Path) -> dict[str, list]:
                 x, y, r = float(row["x"]), float(row["y"]), float(row["radius_px"])
             except ValueError:
                 raise InputError(f"{path}: line {line_number}: x, y, radius_px must be numbers") from None
-            boxes.setdefault(Path(row["tile"]).stem, []).append([x - r, y - r, 2 * r, 2 * r])
+            label = (row.get("label") or "").strip().lower()
+            is_lesion = "label" not in reader.fieldnames or label.startswith("lesion")
+            boxes.setdefault(Path(row["tile"]).stem, []).append(
+                ([x - r, y - r, 2 * r, 2 * r], is_lesion))
     return boxes
 
 
@@ -160,12 +184,13 @@ def read_body_library(folder, *, mm_per_px: float = DEFAULT_MM_PER_PX) -> BodyLi
     if not images:
         raise InputError(f"{folder}: no body photos (.jpg, .png, ...) in the folder")
     scales = _scales(folder / "bodies.csv") if (folder / "bodies.csv").is_file() else {}
-    boxes: dict[str, list] = {}
+    boxes: dict[str, list] = {}  # name -> [(box, is_lesion, source, shape)]
     if (folder / "annotations.json").is_file():
-        boxes.update(_coco_boxes(folder / "annotations.json"))
+        for name, found in _coco_boxes(folder / "annotations.json").items():
+            boxes.setdefault(name, []).extend((b, k, "coco", "box") for b, k in found)
     if (folder / "lesions.csv").is_file():
         for name, found in _itobos_boxes(folder / "lesions.csv").items():
-            boxes.setdefault(name, []).extend(found)
+            boxes.setdefault(name, []).extend((b, k, "lesions.csv", "circle") for b, k in found)
     library = BodyLibrary(folder=str(folder))
     for path in images:
         name = path.stem
@@ -179,14 +204,16 @@ def read_body_library(folder, *, mm_per_px: float = DEFAULT_MM_PER_PX) -> BodyLi
             if size is None:
                 library.skipped.append((str(path), "not a readable image"))
                 continue
-            record_boxes.extend(_yolo_boxes(yolo, *size))
+            record_boxes.extend((b, True, "yolo", "box") for b in _yolo_boxes(yolo, *size))
         skin = folder / "skin" / f"{name}.png"
         library.records.append(BodyRecord(
             name=name,
             image_path=str(path),
             skin_mask_path=str(skin) if skin.is_file() else None,
-            boxes=tuple(tuple(float(v) for v in box) for box in record_boxes),
+            boxes=tuple(tuple(float(v) for v in box) for box, _, _, _ in record_boxes),
             mm_per_px=float(scales.get(name, mm_per_px)),
+            lesions=tuple((*(float(v) for v in box), source, shape)
+                          for box, is_lesion, source, shape in record_boxes if is_lesion),
         ))
     for path, reason in library.skipped:
         log.warning("skipping body %s: %s", path, reason)
@@ -210,8 +237,11 @@ def load_body(record: BodyRecord, *, find_spots: bool = True, spot_margin: float
     -------
     dict
         ``image`` uint8 (H, W, 3); ``skin`` bool (H, W); ``ignore`` bool (H, W), existing
-        lesions (user boxes and found spots) to be labelled 255; ``spots`` float64 (N, 3)
-        x, y, radius; ``mask_source`` 'file' or 'auto'.
+        lesions (every box and the found spots) to be labelled 255; ``known`` uint16 (H, W),
+        0 or the 1-based index into ``known_lesions`` of the real lesion segmented there (to be
+        labelled 3, over ``ignore``); ``known_lesions`` list of dicts (``box`` [x, y, w, h],
+        ``source``, ``mask_source`` 'segmented' or 'disc'); ``spots`` float64 (N, 3) x, y,
+        radius; ``mask_source`` 'file' or 'auto' (of the skin mask).
 
     Raises
     ------
@@ -238,4 +268,16 @@ def load_body(record: BodyRecord, *, find_spots: bool = True, spot_margin: float
         x1 = min(width, int(np.ceil(x + w + spot_margin)))
         y1 = min(height, int(np.ceil(y + h + spot_margin)))
         ignore[y0:y1, x0:x1] = True
-    return {"image": image, "skin": skin, "ignore": ignore, "spots": spots, "mask_source": source}
+    known = np.zeros((height, width), np.uint16)
+    known_lesions = []
+    for x, y, w, h, box_source, shape in record.lesions:
+        mask, offset, how = segment_lesion_in_box(image, (x, y, w, h))
+        if not mask.any():
+            continue
+        known_lesions.append({"box": [x, y, w, h], "source": box_source, "shape": shape,
+                              "mask_source": how})
+        x0, y0 = offset
+        region = known[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
+        region[mask] = len(known_lesions)
+    return {"image": image, "skin": skin, "ignore": ignore, "known": known,
+            "known_lesions": known_lesions, "spots": spots, "mask_source": source}

@@ -3,7 +3,8 @@
 Conventions (also in README.rst):
 
 * images: uint8 RGB, shape (H, W, 3);
-* label maps: uint8 (H, W), 0 background, 1 benign, 2 malignant, 255 ignore;
+* label maps: uint8 (H, W), 0 background, 1 benign, 2 malignant, 3 lesion of unknown
+  diagnosis (a real lesion already on a body photo), 255 ignore;
 * instance maps: uint16 (H, W), 0 none, 1..n one id per lesion (shared across a pair);
 * flow: float32 (H, W, 2), channel 0 = dx (columns), channel 1 = dy, forward t0 -> t1,
   in pixels, with a boolean validity mask (H, W);
@@ -24,6 +25,12 @@ import cv2
 import numpy as np
 
 BACKGROUND, BENIGN, MALIGNANT, IGNORE = 0, 1, 2, 255
+#: Label of a real lesion with known position and unknown diagnosis (the body library's own
+#: annotated moles): lesion for detection, ignored by the malignancy objective.
+UNKNOWN = 3
+#: Label value -> name, as written into dataset.json and used for the COCO categories.
+LABEL_NAMES = {BACKGROUND: "background", BENIGN: "benign", MALIGNANT: "malignant",
+               UNKNOWN: "unknown", IGNORE: "ignore"}
 CLASS_NAMES = ("background", "benign", "malignant")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 FLO_MAGIC = 202021.25  # Middlebury .flo "PIEH" tag
@@ -307,8 +314,11 @@ def present_lesions(record: dict) -> list[dict]:
 
     In a pair dataset a lesion "new" at the second visit is listed with ``bbox`` null: it is
     only in t1 (its t1 box is under ``"t1"``).
+    Blended lesions too faint to see are labelled 255 (``"label": 255``) and are not listed.
+    The body photo's own real lesions (label 3) are under ``record["real_lesions"]``.
     """
-    return [lesion for lesion in record.get("lesions", []) if lesion.get("bbox")]
+    return [lesion for lesion in record.get("lesions", [])
+            if lesion.get("bbox") and lesion.get("label") != IGNORE]
 
 
 def load_sample(root, record: dict, *, pair: bool = False) -> dict:

@@ -49,10 +49,17 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "LesionRecord", "LesionLibrary", "read_lesion_library", "load_lesion", "check_lesions",
-    "segment_lesion", "lesion_rim_colour", "MALIGNANT_DIAGNOSES",
+    "segment_lesion", "lesion_rim_colour", "MALIGNANT_DIAGNOSES", "DIAMETER_PRIOR_MM",
+    "draw_diameter_mm", "remove_strands", "is_thin_strand",
 ]
 
 MALIGNANT_DIAGNOSES = frozenset({"BCC", "SCC", "MEL"})
+#: Physical size prior for lesions without a recorded diameter (ISIC 2017 has none):
+#: diagnosis -> (median mm, log-normal sigma, min mm, max mm).  Typical clinical sizes, not
+#: measured here: acquired naevi are mostly under 6 mm, seborrhoeic keratoses and melanomas
+#: at excision are larger (about 5-15 mm).
+DIAMETER_PRIOR_MM = {"NEV": (4.5, 0.35, 2.0, 10.0), "MEL": (8.0, 0.40, 3.0, 20.0),
+                     "SEK": (7.0, 0.40, 3.0, 20.0), None: (5.0, 0.45, 2.0, 25.0)}
 _LAYOUT_FILES = (("pad-ufes-20", "metadata.csv"), ("isic2017", "labels.csv"), ("generic", "lesions.csv"))
 _REQUIRED = {
     "pad-ufes-20": ("img_id", "diagnostic"),
@@ -444,3 +451,81 @@ def lesion_rim_colour(
     lab[..., 1:] -= 128.0
     values = lab[ring]
     return values.mean(axis=0), values.std(axis=0)
+
+
+def draw_diameter_mm(diameter_mm, diagnosis, *, rng: np.random.Generator) -> float:
+    """Physical size of a lesion placement in mm.
+
+    The recorded diameter with +-15 % jitter; without one, a draw from the log-normal prior of
+    :data:`DIAMETER_PRIOR_MM` for the diagnosis (the generic entry for other diagnoses).
+    """
+    if diameter_mm:
+        return float(diameter_mm) * float(rng.uniform(0.85, 1.15))
+    median, sigma, low, high = DIAMETER_PRIOR_MM.get(diagnosis, DIAMETER_PRIOR_MM[None])
+    return float(np.clip(np.exp(rng.normal(np.log(median), sigma)), low, high))
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros(mask.shape, bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def remove_strands(mask: np.ndarray, *, relative_width: float = 0.3) -> np.ndarray:
+    """Cut thin appendages (hair-like strands) off a lesion mask.
+
+    A morphological opening by a disc of radius ``relative_width`` times the mask's largest
+    inscribed radius (its distance-transform maximum) removes every part of the mask thinner
+    than that disc; the largest remaining component is kept, holes filled.
+
+    Parameters
+    ----------
+    mask : ndarray
+        bool (H, W).
+
+    Returns
+    -------
+    ndarray
+        bool (H, W), a subset of ``mask`` (empty when ``mask`` is).
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return mask.copy()
+    inscribed = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5).max()
+    radius = int(np.floor(relative_width * inscribed))
+    opened = mask
+    if radius >= 1:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        padded = np.pad(mask.astype(np.uint8), radius + 1)
+        opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)[radius + 1:-radius - 1,
+                                                                  radius + 1:-radius - 1] > 0
+        if not opened.any():
+            opened = mask
+    return _largest_component(opened) & mask
+
+
+def is_thin_strand(mask: np.ndarray, *, min_inscribed_ratio: float = 0.1,
+                   min_width_px: float = 1.5) -> bool:
+    """True when a lesion mask is a thin strand (looks like a hair), not a lesion.
+
+    The ratio of the mask's largest inscribed radius (distance-transform maximum) to its
+    length (long side of its minimum-area rectangle) is 0.5 for a disc, about 0.15 for the
+    most elongated PAD-UFES-20 and 0.25 for the most elongated ISIC 2017 masks, and w / (2 L)
+    for a strand of width w and length L; masks below ``min_inscribed_ratio``, or whose
+    inscribed radius is below ``min_width_px`` (a line 1-2 px wide at the blended size), are
+    strands.
+
+    Parameters
+    ----------
+    mask : ndarray
+        bool (H, W).
+    """
+    mask = _largest_component(np.asarray(mask, bool))
+    if not mask.any():
+        return True
+    inscribed = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5).max()
+    points = np.column_stack(np.nonzero(mask)[::-1]).astype(np.float32)
+    (_, _), (side_a, side_b), _ = cv2.minAreaRect(points)
+    length = max(side_a, side_b) + 1.0
+    return bool(inscribed < min_width_px or inscribed / length < min_inscribed_ratio)

@@ -8,11 +8,15 @@ import numpy as np
 
 from synth import io
 
-_COLOURS = {io.BENIGN: (40, 200, 60), io.MALIGNANT: (230, 40, 40), io.IGNORE: (60, 140, 255)}
+_COLOURS = {io.BENIGN: (40, 200, 60), io.MALIGNANT: (230, 40, 40), io.UNKNOWN: (255, 200, 0),
+            io.IGNORE: (60, 140, 255)}
 
 
 def label_overlay(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
-    """uint8 RGB image with labels tinted (green benign, red malignant, blue ignore) and outlined."""
+    """uint8 RGB image with labels tinted and outlined.
+
+    Green benign, red malignant, amber real lesion of unknown diagnosis (3), blue ignore.
+    """
     out = image.astype(np.float32)
     for value, colour in _COLOURS.items():
         region = labels == value

@@ -27,7 +27,8 @@ from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["segment_skin", "find_lesion_spots", "ignore_mask_from_spots", "darkness_channel"]
+__all__ = ["segment_skin", "find_lesion_spots", "ignore_mask_from_spots", "darkness_channel",
+           "segment_lesion_in_box"]
 
 
 # --------------------------------------------------------------------------- skin mask
@@ -303,3 +304,77 @@ def ignore_mask_from_spots(shape, spots: np.ndarray, *, margin: float = 3.0, sca
     for x, y, radius in np.asarray(spots, float).reshape(-1, 3):
         cv2.circle(mask, (int(round(x)), int(round(y))), int(np.ceil(radius * scale + margin)), 1, -1)
     return mask.astype(bool)
+
+
+def segment_lesion_in_box(image: np.ndarray, box, *, search_scale: float = 1.4,
+                          context_scale: float = 2.5, min_contrast: float = 3.0,
+                          fill_range=(0.2, 1.6)):
+    """Segment a real lesion whose box (or circle) on a body photo is known.
+
+    The darkness channel (:func:`darkness_channel`), blurred at a sixth of the radius, is cut
+    at half way between the surrounding skin (its median in a ring of 1.5-2.5 radii about the
+    box centre) and the lesion's peak (its maximum in the inner 0.6 of the ellipse inscribed
+    in the box): the lesion's half-maximum contour.  The component nearest the centre inside
+    the ellipse grown by ``search_scale`` is kept and its holes filled.  When the lesion is
+    too faint (peak less than ``min_contrast`` above the skin) or the region's area is outside
+    ``fill_range`` times the ellipse's area, the ellipse itself (a disc for a circle) is used.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 RGB (H, W, 3), the whole body photo.
+    box : (float, float, float, float)
+        [x, y, w, h] in pixels; the lesion is about the ellipse inscribed in it.
+    search_scale, context_scale : float
+        Search ellipse and context window (for the skin ring), relative to the box's radii.
+    min_contrast : float
+        Darkness-channel units (Lab) between lesion peak and skin below which the disc is used.
+    fill_range : (float, float)
+        Accepted area of the segmented region relative to the ellipse's area.
+
+    Returns
+    -------
+    mask : ndarray
+        bool (h, w): the lesion inside the window (empty when the box is off the image).
+    offset : (int, int)
+        (x, y) of the window's top-left pixel in the photo.
+    mask_source : str
+        'segmented' or 'disc'.
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    x, y, w, h = (float(v) for v in box)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    rx, ry = max(w / 2.0, 1.0), max(h / 2.0, 1.0)
+    reach = context_scale * max(rx, ry) + 2
+    x0, y0 = max(0, int(np.floor(cx - reach))), max(0, int(np.floor(cy - reach)))
+    x1, y1 = min(width, int(np.ceil(cx + reach)) + 1), min(height, int(np.ceil(cy + reach)) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), bool), (0, 0), "disc"
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    # Pixel centres at integer coordinates: the box [x, x + w) has its centre at x + w/2 - 0.5.
+    radius = np.hypot((xx - cx + 0.5) / rx, (yy - cy + 0.5) / ry)
+    disc = radius <= 1.0
+    if not disc.any():
+        disc = radius <= radius.min() + 1e-9
+    channel = darkness_channel(image[y0:y1, x0:x1])
+    channel = cv2.GaussianBlur(channel, (0, 0), max(0.7, min(rx, ry) / 6.0))
+    ring = (radius >= 1.5) & (radius <= context_scale)
+    core = radius <= 0.6
+    if ring.sum() < 8 or not core.any():
+        return disc, (x0, y0), "disc"
+    skin_level = float(np.median(channel[ring]))
+    peak = float(channel[core].max())
+    if peak - skin_level < min_contrast:
+        return disc, (x0, y0), "disc"
+    candidate = (channel > 0.5 * (skin_level + peak)) & (radius <= search_scale)
+    count, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return disc, (x0, y0), "disc"
+    # The component holding the core's peak.
+    peak_at = np.unravel_index(np.argmax(np.where(core, channel, -np.inf)), channel.shape)
+    region = ndimage.binary_fill_holes(labels == labels[peak_at])
+    fill = region.sum() / max(disc.sum(), 1)
+    if not fill_range[0] <= fill <= fill_range[1]:
+        return disc, (x0, y0), "disc"
+    return region, (x0, y0), "segmented"

@@ -42,24 +42,64 @@ class _Cached:
 
 
 class LesionSource(_Cached):
-    """Lesions with metadata; ``load(i) -> (image uint8 RGB, mask bool)``."""
+    """Lesions with metadata from one or more libraries; ``load(i) -> (image, mask bool)``.
 
-    def __init__(self, folder=None, *, seed=0, check=True):
-        self.folder = None if folder is None else str(Path(folder).resolve())
+    Parameters
+    ----------
+    folders : None, path-like or sequence of path-like
+        Lesion library folders (any layout of :func:`synth.lesions.read_lesion_library`);
+        None for the built-in procedural lesions.
+    weights : sequence of float, optional
+        One per folder: how often each lesion of that library is drawn relative to a lesion
+        of weight 1 (default 1 for every library, so every lesion is equally likely).
+    seed : int
+    check : bool
+        Decode every lesion once and drop unreadable ones.
+
+    Each record carries ``library`` (the folder's name) and ``weight``; with several
+    libraries the patient key is ``<library>/<patient>``, so splits by patient never mix
+    two libraries' ids.
+    """
+
+    def __init__(self, folders=None, *, weights=None, seed=0, check=True):
+        if isinstance(folders, (str, Path)):
+            folders = [folders]
+        folders = [] if folders is None else [str(Path(f).resolve()) for f in folders]
+        weights = [1.0] * len(folders) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(folders):
+            raise InputError(f"{len(weights)} lesion weights for {len(folders)} lesion libraries")
+        if any(not np.isfinite(w) or w <= 0 for w in weights):
+            raise InputError("lesion library weights must be positive numbers")
+        self.folder = folders[0] if folders else None
         self.skipped = []
-        if folder is None:
+        self.libraries = []
+        if not folders:
             self.layout = "procedural"
             self.records = procedural.procedural_lesion_records(PROCEDURAL_LESIONS, seed=seed)
             self._raw = self.records
         else:
-            library = read_lesion_library(folder)
-            self.layout = library.layout
-            raw, skipped = check_lesions(library) if check else (library.records, [])
-            self.skipped = list(library.skipped) + list(skipped)
-            if not raw:
-                raise InputError(f"{folder}: no usable lesion photo")
-            self._raw = raw
-            self.records = [_lesion_metadata(record) for record in raw]
+            self._raw, self.records = [], []
+            names = []
+            for folder, weight in zip(folders, weights):
+                library = read_lesion_library(folder)
+                raw, skipped = check_lesions(library) if check else (library.records, [])
+                self.skipped += list(library.skipped) + list(skipped)
+                if not raw:
+                    raise InputError(f"{folder}: no usable lesion photo")
+                name = Path(folder).name
+                while name in names:
+                    name += "+"
+                names.append(name)
+                self.libraries.append({"folder": folder, "name": name, "layout": library.layout,
+                                       "weight": weight, "num_lesions": len(raw)})
+                for record in raw:
+                    meta = _lesion_metadata(record)
+                    meta["library"], meta["weight"] = name, weight
+                    if len(folders) > 1:
+                        meta["patient"] = f"{name}/{meta['patient']}"
+                    self._raw.append(record)
+                    self.records.append(meta)
+            self.layout = "+".join(library["layout"] for library in self.libraries)
         self._cache_size = 4096
         self._load = functools.lru_cache(maxsize=self._cache_size)(self._load_uncached)
 
@@ -117,7 +157,8 @@ class BodySource(_Cached):
             self.records = [{"id": r.name, "source": str(r.image_path), "mm_per_px": r.mm_per_px,
                              "skin_mask": "file" if r.skin_mask_path else "auto",
                              "boxes": len(r.boxes)} for r in self._raw]
-        self._load = functools.lru_cache(maxsize=256)(self._load_uncached)
+        self._checked = {}
+        self._load = functools.lru_cache(maxsize=self._cache_size)(self._load_uncached)
 
     def __len__(self):
         return len(self.records)
@@ -127,24 +168,36 @@ class BodySource(_Cached):
         return self._load(index)
 
     def check(self):
-        """Load every body once; drop (and list in ``skipped``) those that fail."""
+        """Load every body once; drop (and list in ``skipped``) those that fail.
+
+        The arrays loaded here stay cached (up to the cache size), so the worker processes
+        forked afterwards share them instead of decoding and segmenting every photo again.
+        """
         if self.layout == "procedural":
             return
-        keep = []
-        for index, raw in enumerate(self._raw):
+        keep, loaded = [], {}
+        for index in range(len(self._raw)):
             try:
-                self.load(index)
-                keep.append(index)
+                body = self._load_uncached(index)
             except InputError as error:
                 self.skipped.append((self.records[index]["source"], str(error)))
+                continue
+            if len(loaded) < self._cache_size:
+                loaded[len(keep)] = body
+            keep.append(index)
         if not keep:
             raise InputError(f"{self.folder}: no usable body photo ("
                              + "; ".join(reason for _, reason in self.skipped[:3]) + ")")
         self._raw = [self._raw[i] for i in keep]
         self.records = [self.records[i] for i in keep]
         self._load.cache_clear()
+        self._checked = loaded
+        for index in list(loaded):
+            self._load(index)  # moves the checked body from ``_checked`` into the cache
 
     def _load_uncached(self, index):
+        if index in self._checked:
+            return self._checked.pop(index)
         raw = self._raw[index]
         if self.layout == "procedural":
             image, skin, ignore = procedural.render_procedural_body(raw, self.size)

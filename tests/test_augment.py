@@ -147,3 +147,19 @@ def test_photometric_identity_settings():
                          gamma_range=(1, 1), blur_probability=0, noise_sigma_range=(0, 0),
                          jpeg_probability=0)
     np.testing.assert_array_equal(out, image)
+
+
+def test_hair_layer_draws_thin_dark_strands():
+    from synth.augment import apply_hair, hair_layer, hairiness
+
+    skin = np.full((128, 128, 3), (210, 170, 150), np.uint8)
+    alpha, colour, params = hair_layer(skin.shape, rng=np.random.default_rng(0))
+    again = hair_layer(skin.shape, rng=np.random.default_rng(0))[0]
+    assert np.array_equal(alpha, again) and alpha.dtype == np.float32
+    assert 0 < (alpha > 0.05).mean() < 0.5 and alpha.max() <= 1.0
+    assert params["count"] >= 10 and all(w <= 2.5 for w in params["widths"])
+    assert colour.max() <= 70
+    hairy = apply_hair(skin, alpha, colour)
+    assert (hairy[alpha > 0.2].astype(int).sum(axis=1) < skin[0, 0].astype(int).sum()).all()
+    assert np.array_equal(hairy[alpha == 0], skin[alpha == 0])
+    assert hairiness(skin) == 0.0 and hairiness(hairy) > 0.02

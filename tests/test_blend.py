@@ -192,3 +192,19 @@ def test_real_lesions_on_itobos(tmp_path):
         # The lesion differs from the skin it was pasted on.
         assert np.abs(out[region].astype(float) - body[region].astype(float)).mean() > 3
     cv2.imwrite(str(tmp_path / "blend.png"), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+
+
+def test_lesion_with_black_outside_its_mask_leaves_no_dark_pixel_outside():
+    """No halo or rim: the black pixels outside a PAD-UFES-20 style mask never reach the blend."""
+    skin = np.full((80, 80, 3), (205, 160, 140), np.uint8)
+    lesion = np.zeros((21, 21, 3), np.uint8)             # black outside the mask
+    yy, xx = np.mgrid[:21, :21]
+    mask = (xx - 10) ** 2 + (yy - 10) ** 2 <= 64
+    lesion[mask] = (150, 100, 80)
+    for size in (21, 7):                                 # with and without the rim erosion
+        image = cv2.resize(lesion, (size, size), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+        out, region, _ = blend_lesion(skin, image, small, (40, 40))
+        outside = ~region
+        assert np.abs(out[outside].astype(int) - skin[outside]).max() <= 1
+        assert out[region].mean() < 190                  # the lesion itself is there

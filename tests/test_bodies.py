@@ -105,3 +105,57 @@ def test_real_itobos_library():
     assert sum(len(r.boxes) for r in library.records) == 106
     body = load_body(library.records[0])
     assert body["skin"].mean() > 0.5 and body["ignore"].any()
+
+
+def test_box_kinds_and_known_lesions(body_folder):
+    """lesion rows, COCO and YOLO boxes are real lesions; ambiguous rows are not."""
+    (body_folder / "lesions.csv").write_text("tile,x,y,radius_px,label,note\n"
+                                             "c,100,60,6,lesion,mole\nc,60,30,5,ambiguous,faint\n")
+    records = {r.name: r for r in read_body_library(body_folder).records}
+    assert records["c"].boxes == ((94.0, 54.0, 12.0, 12.0), (55.0, 25.0, 10.0, 10.0))
+    assert records["c"].lesions == ((94.0, 54.0, 12.0, 12.0, "lesions.csv", "circle"),)
+    assert records["a"].lesions == ((90.0, 50.0, 20.0, 20.0, "coco", "box"),)
+    assert records["b"].lesions == ((60.0, 30.0, 40.0, 60.0, "yolo", "box"),)
+    body = load_body(records["c"])
+    # The mole (a disc of radius 5 at (100, 60)) becomes known lesion 1; the ambiguous box
+    # stays in the ignore mask only.
+    assert body["known_lesions"][0]["source"] == "lesions.csv"
+    known = body["known"] == 1
+    yy, xx = np.mgrid[:120, :160]
+    disc = (xx - 100) ** 2 + (yy - 60) ** 2 <= 25
+    assert (known & disc).sum() / disc.sum() > 0.8 and (known & ~disc).sum() < 0.3 * disc.sum()
+    assert body["known"][30, 60] == 0 and body["ignore"][30, 60]
+
+
+def test_lesions_csv_without_label_column_lists_lesions(tmp_path, rng):
+    write_image(tmp_path / "c.jpg", _body(rng))
+    (tmp_path / "lesions.csv").write_text("tile,x,y,radius_px\nc,100,60,6\n")
+    record = read_body_library(tmp_path).records[0]
+    assert record.lesions == ((94.0, 54.0, 12.0, 12.0, "lesions.csv", "circle"),)
+
+
+def test_segment_lesion_in_box_falls_back_to_a_disc_on_plain_skin(rng):
+    from synth.skin import segment_lesion_in_box
+
+    skin = np.clip(rng.normal((210, 165, 145), 2, (60, 60, 3)), 0, 255).astype(np.uint8)
+    mask, offset, how = segment_lesion_in_box(skin, (25, 25, 10, 10))
+    assert how == "disc"
+    yy, xx = np.nonzero(mask)
+    assert np.hypot(xx + offset[0] - 29.5, yy + offset[1] - 29.5).max() <= 5.01
+    cv2.ellipse(skin, (30, 30), (6, 3), 0, 0, 360, (120, 80, 60), -1)
+    mask, offset, how = segment_lesion_in_box(skin, (23, 23, 14, 14))
+    assert how == "segmented"
+    ys, xs = np.nonzero(mask)
+    # The ellipse, not the disc of the box: wider than tall.
+    assert np.ptp(xs) > 1.6 * np.ptp(ys)
+
+
+def test_real_itobos_lesions_become_known():
+    folder = SHARED_DATA / "bodies" / "itobos"
+    if not folder.is_dir():
+        pytest.skip(f"iToBoS tiles not found at {folder}")
+    library = read_body_library(folder)
+    assert sum(len(r.lesions) for r in library.records) == 40
+    record = next(r for r in library.records if r.name == "image_0213")
+    body = load_body(record)
+    assert len(body["known_lesions"]) == 16 and body["known"].max() == 16

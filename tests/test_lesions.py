@@ -178,3 +178,32 @@ def test_real_libraries(name, count):
     if name == "pad-ufes-20":
         assert sum(r.malignant for r in library.records) == 531
         assert len({r.patient for r in library.records}) == 386
+
+
+def test_strands_cut_off_and_thin_masks_rejected():
+    from synth.lesions import is_thin_strand, remove_strands
+
+    mask = np.zeros((80, 80), np.uint8)
+    cv2.circle(mask, (40, 40), 15, 1, -1)
+    cv2.line(mask, (40, 40), (78, 2), 1, 2)              # a hair-like appendage
+    mask = mask > 0
+    cleaned = remove_strands(mask)
+    assert not cleaned[5:20, 60:76].any() and cleaned[40, 40]
+    assert not (cleaned & ~mask).any()
+    assert not is_thin_strand(cleaned)
+    strand = np.zeros((40, 40), np.uint8)
+    cv2.line(strand, (3, 5), (35, 30), 1, 2)
+    assert is_thin_strand(strand > 0)
+    assert is_thin_strand(np.zeros((5, 5), bool))
+
+
+def test_diameter_prior_by_diagnosis():
+    from synth.lesions import DIAMETER_PRIOR_MM, draw_diameter_mm
+
+    rng = np.random.default_rng(0)
+    assert draw_diameter_mm(10.0, "BCC", rng=rng) == pytest.approx(10.0, rel=0.15)
+    nevi = [draw_diameter_mm(None, "NEV", rng=rng) for _ in range(400)]
+    melanomas = [draw_diameter_mm(None, "MEL", rng=rng) for _ in range(400)]
+    assert np.median(nevi) == pytest.approx(DIAMETER_PRIOR_MM["NEV"][0], rel=0.1)
+    assert np.median(melanomas) > 1.5 * np.median(nevi)
+    assert min(nevi) >= DIAMETER_PRIOR_MM["NEV"][2] and max(nevi) <= DIAMETER_PRIOR_MM["NEV"][3]
