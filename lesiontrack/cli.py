@@ -112,12 +112,15 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
 @click.option("--format", "output_format", default="json", show_default=True,
               type=click.Choice(["json", "coco"]),
               help="One JSON per photo, or one COCO annotations.json.")
-def detect_command(photos, out, weights, threshold, output_format):
+@click.option("--no-skin-mask", "skin_only", flag_value=False, default=True,
+              help="Search every pixel: do not keep lesions to the photo's skin (by default "
+                   "clothing, background and padding are masked out).")
+def detect_command(photos, out, weights, threshold, output_format, skin_only):
     """Find and grade skin lesions on PHOTO files."""
     from lesiontrack.detection.detect import detect_files
 
     results = detect_files(photos, out, weights=weights, threshold=threshold,
-                           format=output_format)
+                           format=output_format, skin_only=skin_only)
     total = sum(len(lesions) for lesions in results.values())
     click.echo(f"{total} lesions on {len(results)} photos; results in {out}")
 

@@ -96,7 +96,7 @@ def load_detector(weights="default"):
 
 
 def detect(image, *, model=None, weights="default", threshold=0.5, return_heatmap=False,
-           **proposal_options):
+           skin="auto", **proposal_options):
     """Find lesions on a photo.
 
     Parameters
@@ -110,7 +110,12 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
     threshold : float
         P(lesion) threshold of :func:`lesiontrack.detection.proposals.heatmap_to_lesions`.
     return_heatmap : bool
-        Also return the float32 (H, W, 3) probabilities.
+        Also return the float32 (H, W, 3) probabilities (off skin set to background when a
+        skin mask was used).
+    skin : "auto", None or ndarray
+        Keep lesions to skin (:mod:`lesiontrack.detection.skin`): "auto" segments the
+        photo's skin (:func:`synth.skin.segment_skin`; every pixel is used when it finds
+        none), a bool (H, W) array is used as the skin mask, None uses every pixel.
     **proposal_options
         Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions` (``min_area``,
         ``split_depth``, ...).
@@ -121,10 +126,23 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
         Lesion records (``id``, ``bbox`` [x, y, w, h], ``centroid`` [x, y], ``area_px``,
         ``score``, ``malignancy``, ``label``).
     """
+    from lesiontrack.detection import skin as skin_module
+
     if model is None:
         model = load_detector(weights)
     probabilities = predict_heatmap(model, image)
-    lesions = heatmap_to_lesions(probabilities, threshold=threshold, **proposal_options)
+    if isinstance(skin, str) and skin == "auto":
+        skin = skin_module.photo_skin(image)
+    if skin is None:
+        lesions = heatmap_to_lesions(probabilities, threshold=threshold, **proposal_options)
+    else:
+        skin = np.asarray(skin, bool)
+        # Off skin P(lesion) is removed before the proposals, so that no lesion region (and no
+        # box) runs across a strap or a garment edge; what is left mostly off skin goes.
+        probabilities = skin_module.mask_probabilities(probabilities, skin)
+        lesions, instances = heatmap_to_lesions(probabilities, threshold=threshold,
+                                                return_instances=True, **proposal_options)
+        lesions = skin_module.on_skin(lesions, instances, skin)
     return (lesions, probabilities) if return_heatmap else lesions
 
 
@@ -199,7 +217,7 @@ def _weights_id(path):
 
 
 def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="json",  # noqa: A002
-                 **proposal_options):
+                 skin_only=True, **proposal_options):
     """Detect lesions on photo files and write the results.
 
     Every photo is read (and checked) before anything is written, so a bad photo stops the
@@ -207,7 +225,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
 
     Per photo ``<stem>_overlay.png`` (numbered boxes, green benign to red malignant) and
     ``<stem>_heatmap.png`` (P(lesion)); with ``format="json"`` also ``<stem>.json``
-    (``image``, ``size`` [W, H], ``weights``, ``threshold``, ``lesions``); with
+    (``image``, ``size`` [W, H], ``weights``, ``threshold``, ``skin_mask``: whether lesions
+    were kept to skin and the skin share of the photo, ``lesions``); with
     ``format="coco"`` one ``annotations.json`` (COCO detections with scores, categories
     1 benign and 2 malignant).
 
@@ -219,6 +238,9 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     weights : "default" or path-like
     threshold : float
     format : {"json", "coco"}
+    skin_only : bool
+        Keep lesions to the photo's skin (``skin="auto"`` of :func:`detect`); False searches
+        every pixel.
     **proposal_options
         Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions`.
 
@@ -243,6 +265,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     for path in paths:
         height, width = read_image(path).shape[:2]
         sizes[path] = [width, height]
+    from lesiontrack.detection.skin import photo_skin
+
     model = load_detector(weights)
     weights_info = _weights_id(resolve_weights(weights, "detector"))
     out_dir = Path(out_dir)
@@ -251,18 +275,22 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     for image_id, path in enumerate(tqdm(paths, desc="detect", unit="photo",
                                          disable=not sys.stderr.isatty()), start=1):
         image = read_image(path)
+        skin = photo_skin(image) if skin_only else None
         lesions, probabilities = detect(image, model=model, threshold=threshold,
-                                        return_heatmap=True, **proposal_options)
+                                        return_heatmap=True, skin=skin, **proposal_options)
+        skin_info = {"used": skin is not None,
+                     "skin_fraction": None if skin is None else round(float(skin.mean()), 4)}
         results[str(path)] = lesions
         write_image(out_dir / f"{path.stem}_overlay.png", draw_overlay(image, lesions))
         write_image(out_dir / f"{path.stem}_heatmap.png", heatmap_image(probabilities))
         if format == "json":
             write_json(out_dir / f"{path.stem}.json", {
                 "image": str(path), "size": sizes[path], "weights": weights_info,
-                "threshold": threshold, "lesions": lesions})
+                "threshold": threshold, "skin_mask": skin_info, "lesions": lesions})
         else:
             coco_images.append({"id": image_id, "file_name": path.name,
-                                "width": sizes[path][0], "height": sizes[path][1]})
+                                "width": sizes[path][0], "height": sizes[path][1],
+                                "skin_mask": skin_info})
             for lesion in lesions:
                 coco_annotations.append({
                     "id": len(coco_annotations) + 1, "image_id": image_id,
@@ -273,7 +301,7 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     if format == "coco":
         write_json(out_dir / "annotations.json", {
             "info": {"description": "lesiontrack detections", "weights": weights_info,
-                     "threshold": threshold},
+                     "threshold": threshold, "skin_only": skin_only},
             "images": coco_images, "annotations": coco_annotations,
             "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]})
     return results
