@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import threadpoolctl
 from tqdm import tqdm
 
 from synth import io
@@ -410,9 +411,12 @@ def sample_id(index: int) -> str:
 _WORKER_CONTEXT = {}
 
 
-def _init_worker(context):
+def _init_worker(context, single_thread=False):
     """Per-process: keep the checked sources (their cached arrays live in this process)."""
     _WORKER_CONTEXT["context"] = context
+    if single_thread:
+        cv2.setNumThreads(1)
+        threadpoolctl.threadpool_limits(1)
 
 
 def _work(job):
@@ -531,8 +535,18 @@ def _pool(context, workers):
             _WORKER_CONTEXT.clear()
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, _init_worker, (context,)) as pool:
-        yield lambda fn, jobs: pool.imap(fn, jobs, chunksize=1)
+    # One thread each for OpenCV and BLAS in every worker: the processes already fill the
+    # cores, and a thread pool per process would only compete with them. Set here before
+    # forking (a forked child inherits it, and must not reconfigure pools whose threads it
+    # lacks); spawned workers set it themselves.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1), multiprocessing.get_context(method).Pool(
+                workers, _init_worker, (context, method == "spawn")) as pool:
+            yield lambda fn, jobs: pool.imap(fn, jobs, chunksize=1)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def write_coco(root) -> Path:
