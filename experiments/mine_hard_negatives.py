@@ -7,7 +7,8 @@ opened) and keeps the detections that lie away from every known lesion: the boxe
 body library (``lesions.csv``, COCO or YOLO, every label, ambiguous included) and the spots
 that blob detection finds (:func:`synth.skin.find_lesion_spots`), each grown by ``--margin``
 pixels. What is left is hair crossings, skin texture, creases, clothing and background that
-the detector takes for lesions. The result is a small JSON of derived coordinates, no image
+the detector takes for lesions (it is run on every pixel, without the skin mask of
+``lesiontrack detect``). The result is a small JSON of derived coordinates, no image
 data::
 
     {"detector": {...}, "threshold": T, "margin": M, "dataset": ..., "bodies": {
@@ -76,7 +77,10 @@ def main(dataset, out, bodies, weights, threshold, margin):
         spots = np.asarray(body["spots"], np.float64).reshape(-1, 3)
         known = [list(b) for b in record.boxes]
         known += [[x - r, y - r, 2 * r, 2 * r] for x, y, r in spots]
-        lesions = detect(body["image"], model=model, threshold=threshold)
+        # Every pixel, not only skin: the detector's hits on clothing, edges and padding are
+        # negatives to learn as much as those on skin.
+        lesions = detect(body["image"], model=model, threshold=threshold, skin=None,
+                         classifier=None)
         kept = [l for l in lesions if far_from_known(l["bbox"], known, margin=margin)]
         result[record.name] = {"boxes": [l["bbox"] for l in kept],
                                "scores": [l["score"] for l in kept]}

@@ -211,7 +211,8 @@ def real_lesion_recall(model, bodies, names, *, threshold=0.5, margin=4.0):
     for path in list_images(bodies):
         if path.stem not in names:
             continue
-        lesions = detect(read_image(path), model=model, threshold=threshold)
+        # Detection only: the second-stage grading does not change which lesions are found.
+        lesions = detect(read_image(path), model=model, threshold=threshold, classifier=None)
         detections.append(len(lesions))
         for x, y, radius in truth.get(path.stem, []):
             total += 1
