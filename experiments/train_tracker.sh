@@ -11,7 +11,8 @@
 #    residual); batch 8 on 256 px crops;
 # 3. copy the best checkpoint of the shipped variant (lowest validation EPE) into the package.
 #
-# Run from the repository root after experiments/train_detector.sh. Pairs are resized by a
+# Run from the repository root after experiments/train_detector.sh; `experiments/train_tracker.sh
+# pwc` starts (or resumes) the pwc run alone. Pairs are resized by a
 # random factor in [0.5, 1] before cropping (--min-scale) so their 30-70 px motion fits in the
 # crops; predict_flow processes photos at a diagonal of at most 800 px.
 set -euo pipefail
@@ -19,6 +20,28 @@ set -euo pipefail
 DS=runs/ds-real
 INIT=runs/detector-ft/detector.keras
 SHIPPED=runs/tracker   # the costvolume variant
+
+# pwc (tracking v2): cost volume at every level from 1/32 to 1/4, context network, convex
+# upsampling; pairs made on the fly from the train split's t0 photos with a curriculum of
+# motion; validated on the stored val pairs. Long run in the background at low priority,
+# resumable: rerun the same command to continue. On a fresh checkout it resumes from the
+# committed checkpoint (weights without optimizer state, state file and log).
+if [ "${1:-}" = pwc ]; then
+    out=runs/tracker-v2
+    mkdir -p "$out"
+    if [ ! -f "$out/tracker.state.json" ] && [ -f experiments/checkpoints/tracker-v2.state.json ]; then
+        cp experiments/checkpoints/tracker-v2-last.keras "$out/tracker.last.keras"
+        cp experiments/checkpoints/tracker-v2.state.json "$out/tracker.state.json"
+        cp experiments/checkpoints/tracker-v2.csv "$out/tracker.csv"
+    fi
+    nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
+        --init lesiontrack/weights/detector.keras --out "$out/tracker.keras" \
+        --epochs 400 --steps 50 --batch 4 --crop 192 --min-scale 0.5 --freeze conv1,conv2 \
+        --curriculum-steps 600 --seed 0 --lr 4e-4 --val-limit 24 >> "$out/train.log" 2>&1 &
+    echo "training in the background, log $out/train.log"
+    exit 0
+fi
+
 
 # costvolume: 20 x 50 steps (the shipped run went to 10 epochs, then was resumed to 20 by
 # the same command with --epochs 20). refine and subtract: 10 x 50 steps planned; their runs

@@ -10,7 +10,10 @@ the pairing is a one-to-one assignment (Hungarian algorithm, Kuhn 1955, via
 with ``d_ij`` the distance between lesion i's carried centroid and lesion j's centroid,
 ``gate`` = ``max_distance`` x the image diagonal (pairs farther apart are never matched) and
 ``a_ij`` the difference of their colours (below). The match confidence is ``exp(-cost / 2)``
-with the distance term scaled by ``gate / 2`` (so 0.14 at the gate with equal colours).
+with the distance term scaled by ``gate / 2`` (so 0.14 at the gate with equal colours), times
+the forward-backward consistency of the flow over the t0 lesion
+(:mod:`lesiontrack.tracking.consistency`) when the backward flow is known; lesions whose flow
+is inconsistent are marked ``flow_reliable: false``.
 
 Colour. A lesion's colour is the mean CIE Lab colour inside the ellipse inscribed in its box
 *minus* the mean Lab colour of the skin in a ring around it: the contrast with the
@@ -166,7 +169,7 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
                   detector_weights="default", threshold=0.5, lesions0=None, lesions1=None,
                   max_distance=MAX_DISTANCE, colour_scale=COLOUR_SCALE,
                   colour_weight=COLOUR_WEIGHT, area_change=AREA_CHANGE,
-                  colour_change=COLOUR_CHANGE) -> dict:
+                  colour_change=COLOUR_CHANGE, backward_flow=None, consistency=True) -> dict:
     """Find the lesions of both visits, match them one-to-one and report the changes.
 
     Parameters
@@ -195,16 +198,26 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
     colour_change : float
         Lab colour change (Delta E 1976 of the contrast with the skin) beyond which a lesion
         changed.
+    backward_flow : ndarray, float32 (H1, W1, 2), optional
+        Flow image1 -> image0, for the forward-backward confidence of a given ``flow``.
+    consistency : bool
+        When the flow is computed here, also compute the backward flow (twice the flow time)
+        and its forward-backward confidence
+        (:func:`lesiontrack.tracking.consistency.forward_backward_confidence`).
 
     Returns
     -------
     dict
         ``matches``: list of {``id0``, ``id1``, ``centroid0``, ``centroid1``, ``carried``,
-        ``distance_px``, ``confidence``, ``area0``, ``area1``, ``local_scale``,
-        ``area_ratio``, ``colour_change``, ``changed``, ``changes``};
-        ``gone``: t0 lesions without a match ({``id``, ``centroid``, ``carried``,
-        ``out_of_view``}); ``new``: t1 lesions without a match ({``id``, ``centroid``});
-        ``lesions0``, ``lesions1``; ``method``; ``parameters``.
+        ``distance_px``, ``confidence``, ``flow_confidence``, ``flow_reliable``, ``area0``,
+        ``area1``, ``local_scale``, ``area_ratio``, ``colour_change``, ``changed``,
+        ``changes``}; ``gone``: t0 lesions without a match ({``id``, ``centroid``,
+        ``carried``, ``out_of_view``, ``flow_confidence``, ``flow_reliable``}); ``new``: t1
+        lesions without a match ({``id``, ``centroid``}); ``lesions0``, ``lesions1``;
+        ``method``; ``parameters``. ``flow_confidence`` is the mean forward-backward
+        confidence over the t0 lesion's box and ``flow_reliable`` whether it reaches
+        :data:`lesiontrack.tracking.consistency.RELIABLE`; the match ``confidence`` (eq. 1)
+        is multiplied by it. Both are None when no backward flow is available.
     """
     image0 = check_image(image0, "image0")
     image1 = check_image(image1, "image1")
@@ -221,6 +234,8 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
 
         options = {"weights": weights} if method == "net" else {}
         flow = estimate_flow(image0, image1, method=method, **options)
+        if consistency and backward_flow is None:
+            backward_flow = estimate_flow(image1, image0, method=method, **options)
         used_method = method
     else:
         used_method = "given"
@@ -233,6 +248,14 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
     centroids0 = np.asarray([l["centroid"] for l in lesions0], np.float64).reshape(-1, 2)
     centroids1 = np.asarray([l["centroid"] for l in lesions1], np.float64).reshape(-1, 2)
     carried = centroids0 + sample_flow(flow, centroids0)
+    flow_confidence = [None] * len(lesions0)
+    if backward_flow is not None:
+        from lesiontrack.tracking.consistency import (forward_backward_confidence,
+                                                      region_confidence)
+
+        per_pixel = forward_backward_confidence(flow, backward_flow)
+        boxes = [l.get("bbox") or [*(np.asarray(l["centroid"]) - 1.5), 3, 3] for l in lesions0]
+        flow_confidence = [float(v) for v in region_confidence(per_pixel, boxes)]
     scales = local_area_scale(flow, centroids0)
     colours0 = lesion_colours(image0, lesions0)
     colours1 = lesion_colours(image1, lesions1)
@@ -255,7 +278,9 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
             "id0": lesions0[i]["id"], "id1": lesions1[j]["id"],
             "centroid0": _point(centroids0[i]), "centroid1": _point(centroids1[j]),
             "carried": _point(carried[i]), "distance_px": round(distance, 2),
-            "confidence": round(confidence, 4), "area0": area0, "area1": area1,
+            "confidence": round(confidence * (1.0 if flow_confidence[i] is None
+                                              else flow_confidence[i]), 4),
+            **_reliability(flow_confidence[i]), "area0": area0, "area1": area1,
             "local_scale": round(float(scales[i]), 4), "area_ratio": round(float(ratio), 4),
             "colour_change": round(colour, 2), "changed": bool(changes), "changes": changes,
         })
@@ -264,7 +289,8 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
     gone = [{"id": lesions0[i]["id"], "centroid": _point(centroids0[i]),
              "carried": _point(carried[i]),
              "out_of_view": bool(not (0 <= carried[i, 0] <= width1 - 1
-                                      and 0 <= carried[i, 1] <= height1 - 1))}
+                                      and 0 <= carried[i, 1] <= height1 - 1)),
+             **_reliability(flow_confidence[i])}
             for i in range(len(lesions0)) if i not in matched0]
     new = [{"id": lesions1[j]["id"], "centroid": _point(centroids1[j])}
            for j in range(len(lesions1)) if j not in matched1]
@@ -276,6 +302,15 @@ def match_lesions(image0, image1, *, flow=None, method="net", weights="default",
                        "colour_scale": colour_scale, "colour_weight": colour_weight,
                        "area_change": area_change, "colour_change": colour_change},
     }
+
+
+def _reliability(value):
+    """``flow_confidence`` and ``flow_reliable`` fields of a lesion (None when unknown)."""
+    if value is None:
+        return {"flow_confidence": None, "flow_reliable": None}
+    from lesiontrack.tracking.consistency import RELIABLE
+
+    return {"flow_confidence": round(value, 4), "flow_reliable": bool(value >= RELIABLE)}
 
 
 def _point(values):

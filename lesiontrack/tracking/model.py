@@ -7,7 +7,7 @@ widens the receptive field without losing resolution (Chen et al., "DeepLab", 20
 the two feature maps are merged by subtraction and a small head regresses the per-pixel shift
 (dx, dy), upsampled to full resolution.
 
-Three variants (``variant=``):
+Four variants (``variant=``):
 
 ``"subtract"``
     The paper's design: ``F0 - F1`` at 1/4 resolution -> regression head -> flow. Its reach
@@ -30,6 +30,10 @@ Three variants (``variant=``):
     model returns the DIS flow. The network alone outputs only the residual; the DIS step and
     the warp run in numpy (:func:`lesiontrack.tracking.infer.coarse_flow`, used by
     :func:`lesiontrack.tracking.infer.predict_flow` and :mod:`lesiontrack.tracking.data`).
+``"pwc"``
+    A cost volume at every level from 1/32 to 1/4, warping by the coarser flow, a dilated
+    context network and learned convex upsampling (:mod:`lesiontrack.tracking.pwc`, trained
+    by :mod:`lesiontrack.tracking.pwc_train`).
 
 Flows inside the network are always in full-resolution pixels; channel 0 = dx (columns),
 forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``). Every layer that carries a flow, and
@@ -49,12 +53,13 @@ from keras import layers
 
 from lesiontrack.detection.model import DEFAULT_FILTERS, conv_block
 from lesiontrack.model_cache import load_model_file, resolve_weights
+from lesiontrack.tracking import pwc
 from lesiontrack.tracking.layers import (MAX_DISPLACEMENT, BackwardWarp, Correlation,
                                          SoftArgmaxFlow, Upsample)
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("subtract", "costvolume", "refine")
+VARIANTS = ("subtract", "costvolume", "refine", "pwc")
 DEFAULT_VARIANT = "costvolume"
 ATROUS_RATES = (2, 4, 8)
 ATROUS_WIDTH = 64
@@ -64,7 +69,9 @@ FLOW_SCALE = 16.0
 
 
 def stride_of(variant: str) -> int:
-    """Input sides must be multiples of this (the coarsest feature map is at 1/16 or 1/4)."""
+    """Input sides must be multiples of this (the coarsest feature map: 1/32, 1/16 or 1/4)."""
+    if variant == "pwc":
+        return pwc.STRIDE
     return 16 if variant == "costvolume" else 4
 
 
@@ -131,6 +138,10 @@ def build_siamese(filters=DEFAULT_FILTERS, *, variant=DEFAULT_VARIANT, atrous_ra
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "pwc":
+        # Coarse-to-fine with a cost volume at every level (lesiontrack.tracking.pwc);
+        # its full-resolution output alone.
+        return pwc.inference_model(pwc.build_pwc(filters))
     image0 = keras.Input((None, None, 3), name="image0")
     image1 = keras.Input((None, None, 3), name="image1")
     trunk = _build_trunk(filters, variant, tuple(atrous_rates), atrous_width)
@@ -245,7 +256,7 @@ def Tracker(*, weights=None, variant=DEFAULT_VARIANT, detector=None, **kwargs):
         None: random initialisation (trunk from ``detector`` if given); "default": the
         packaged ``lesiontrack/weights/tracker.keras``; a path: a ``.keras`` file saved from
         a tracker (its variant is taken from the file, ``variant`` is then ignored).
-    variant : {"costvolume", "subtract", "refine"}
+    variant : {"costvolume", "subtract", "refine", "pwc"}
         See the module docstring.
     detector : keras.Model or path-like, optional
         Initialise the shared trunk from the detector (:func:`load_detector_weights`); the
@@ -273,11 +284,14 @@ def Tracker(*, weights=None, variant=DEFAULT_VARIANT, detector=None, **kwargs):
     model = load_model_file(path)
     if len(model.inputs) != 2:
         raise InputError(f"{path}: not a tracker (a tracker takes two images)")
-    return model
+    # A "pwc" training checkpoint also outputs every level; inference needs the finest.
+    return pwc.inference_model(model) if pwc.is_pwc(model) else model
 
 
 def model_variant(model) -> str:
-    """'costvolume', 'refine' or 'subtract' from a built tracker's layers."""
+    """'pwc', 'costvolume', 'refine' or 'subtract' from a built tracker's layers."""
+    if pwc.is_pwc(model):
+        return "pwc"
     names = {layer.name for layer in model.layers}
     if "cost_volume" in names:
         return "costvolume"

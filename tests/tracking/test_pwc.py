@@ -1,0 +1,132 @@
+"""The "pwc" tracker: shapes, correlation, convex upsampling, multi-scale loss, one step."""
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from lesiontrack.tracking import model as siamese  # noqa: E402
+from lesiontrack.tracking import pwc, pwc_train  # noqa: E402
+
+TINY = dict(filters=(4, 8, 8, 8), extra_filters=(8, 8),
+            decoder_widths={32: (8, 8), 16: (8, 8), 8: (8, 8), 4: (8, 8)},
+            context_widths=(8, 8, 8, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.backend.clear_session()
+    model = pwc.build_pwc(**TINY)
+    yield model
+    keras.backend.clear_session()
+
+
+def _images(batch=2, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+
+
+def test_outputs_at_every_level(tiny_model):
+    x = _images()
+    outputs = tiny_model([x, x[::-1]])
+    shapes = {key: tuple(value.shape) for key, value in outputs.items()}
+    assert shapes == {"flow": (2, 64, 64, 2), "flow4": (2, 16, 16, 2),
+                      "flow4_coarse": (2, 16, 16, 2), "flow8": (2, 8, 8, 2),
+                      "flow16": (2, 4, 4, 2), "flow32": (2, 2, 2, 2)}
+    assert all(value.dtype == "float32" for value in outputs.values())
+
+
+def test_inference_model_is_the_full_resolution_output(tiny_model):
+    x = _images(batch=1)
+    inference = pwc.inference_model(tiny_model)
+    flow = inference.predict_on_batch([x, x])
+    np.testing.assert_allclose(flow, np.asarray(tiny_model([x, x])["flow"]), atol=1e-5)
+    assert siamese.model_variant(inference) == "pwc"
+    assert siamese.stride_of("pwc") == 32
+
+
+def test_correlation_of_identical_features_peaks_at_zero_shift():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(1, 12, 12, 16)).astype(np.float32)
+    # Unit root-mean-square per pixel, as the model's corr{s}_norm layers make them: then
+    # by Cauchy-Schwarz no other shift can score as high as the zero shift.
+    features /= np.sqrt((features ** 2).mean(-1, keepdims=True))
+    cost = np.asarray(pwc.LocalCorrelation(4)(features, features))
+    assert cost.shape == (1, 12, 12, 81)
+    centre = 4 * 9 + 4
+    assert np.all(cost.argmax(-1) == centre)
+    np.testing.assert_allclose(cost[..., centre], (features ** 2).mean(-1), rtol=1e-5)
+
+
+def test_correlation_finds_a_known_shift():
+    rng = np.random.default_rng(4)
+    features0 = rng.normal(size=(1, 16, 16, 8)).astype(np.float32)
+    # features1(x + d) = features0(x) with d = (dx, dy) = (2, -1)
+    features1 = np.roll(features0, shift=(-1, 2), axis=(1, 2))
+    cost = np.asarray(pwc.LocalCorrelation(4)(features0, features1))
+    assert cost[0, 6, 6].argmax() == (-1 + 4) * 9 + (2 + 4)
+
+
+def test_convex_upsampling_of_a_constant_flow():
+    rng = np.random.default_rng(5)
+    flow = np.broadcast_to(np.array([1.5, -2.0], np.float32), (2, 4, 5, 2)).copy()
+    mask = rng.normal(0, 3, (2, 4, 5, 9 * 16)).astype(np.float32)
+    up = np.asarray(pwc.ConvexUpsample(4)(flow, mask))
+    assert up.shape == (2, 16, 20, 2)
+    np.testing.assert_allclose(up, np.broadcast_to([6.0, -8.0], up.shape), rtol=1e-5)
+
+
+def test_convex_upsampling_with_one_hot_mask_copies_the_neighbour():
+    flow = np.arange(2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2)
+    mask = np.full((2, 3, 3, 9 * 4), -50.0, np.float32)
+    mask[..., 4::9] = 50.0  # neighbour 4 = the cell itself, for every sub-pixel
+    up = np.asarray(pwc.ConvexUpsample(2)(flow, mask))
+    np.testing.assert_allclose(up, 2 * np.repeat(np.repeat(flow, 2, 1), 2, 2), rtol=1e-5)
+
+
+def test_level_loss_known_answer():
+    target = np.zeros((1, 8, 8, 3), np.float32)
+    target[..., 0], target[..., 1], target[..., 2] = 3.0, 4.0, 1.0
+    target[0, :4, :4, 2] = 0.0  # one 4x4 cell entirely invalid
+    loss = pwc_train.LevelRobustLoss(stride=4, alpha=0.5, epsilon=0.0)
+    value = float(loss(target, np.zeros((1, 2, 2, 2), np.float32)))
+    assert value == pytest.approx(5.0, rel=1e-5)
+    # The invalid cell does not count, whatever is predicted there.
+    prediction = np.zeros((1, 2, 2, 2), np.float32)
+    prediction[0, 0, 0] = [100.0, 100.0]
+    assert float(loss(target, prediction)) == pytest.approx(5.0, rel=1e-5)
+
+
+def test_curriculum_rises_then_stays():
+    assert pwc_train.curriculum_high(0, curriculum_steps=100, start=0.4, end=1.2) == 0.4
+    assert pwc_train.curriculum_high(50, curriculum_steps=100, start=0.4, end=1.2) == \
+        pytest.approx(0.8)
+    assert pwc_train.curriculum_high(500, curriculum_steps=100, start=0.4, end=1.2) == 1.2
+
+
+def test_one_training_step_changes_the_decoder_not_the_frozen_trunk():
+    keras.backend.clear_session()
+    model = pwc.build_pwc(**TINY)
+    trunk = model.get_layer("trunk")
+    trunk.get_layer("conv1_1").trainable = False
+    pwc_train.compile_model(model, learning_rate=1e-2)
+    x = {"image0": _images(), "image1": _images(seed=1)}
+    target = np.concatenate([np.full((2, 64, 64, 2), 5.0), np.ones((2, 64, 64, 1))], -1)
+    targets = {key: target.astype(np.float32) for key in pwc_train.LOSS_WEIGHTS}
+    frozen = trunk.get_layer("conv1_1").get_weights()[0].copy()
+    decoder = model.get_layer("decoder4_conv1").get_weights()[0].copy()
+    losses = model.train_on_batch(x, targets, return_dict=True)
+    assert np.isfinite(losses["loss"])
+    # Zero flow against 5 px everywhere: each level's Charbonnier is about sqrt(50)^0.9.
+    assert losses["loss"] > 0.5 * sum(w for _, w in pwc_train.LOSS_WEIGHTS.values()) * 50 ** 0.45
+    np.testing.assert_array_equal(trunk.get_layer("conv1_1").get_weights()[0], frozen)
+    assert not np.allclose(model.get_layer("decoder4_conv1").get_weights()[0], decoder)
+    keras.backend.clear_session()
+
+
+def test_pairs_made_on_the_fly_have_exact_flow(rng):
+    image0 = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    image0 = np.asarray(__import__("cv2").GaussianBlur(image0, (0, 0), 3))
+    image1, flow, valid = pwc_train.make_pair(image0, rng=rng, strength=0.5)
+    assert image1.shape == image0.shape and flow.shape == (96, 128, 2)
+    assert valid.dtype == bool and valid.mean() > 0.5
+    assert np.abs(flow[valid]).max() > 0.5  # it moved
