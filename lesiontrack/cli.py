@@ -182,9 +182,10 @@ def evaluate_detection_command(dataset, out, split, weights, baseline, limit, se
 @click.option("--seed", default=0, show_default=True, help="Seed of crops and augmentation.")
 @click.option("--lr", "learning_rate", default=5e-4, show_default=True, help="Adam step size.")
 @click.option("--variant", default="costvolume", show_default=True,
-              type=click.Choice(["costvolume", "subtract", "refine"]),
-              help="Cost volume + residual head, the paper's plain subtraction merge, or "
-                   "DIS flow + a subtraction-merge residual head.")
+              type=click.Choice(["costvolume", "subtract", "refine", "pwc"]),
+              help="Cost volume + residual head, the paper's plain subtraction merge, "
+                   "DIS flow + a subtraction-merge residual head, or pwc: a cost volume at "
+                   "every level from 1/32 to 1/4 trained on pairs made on the fly.")
 @click.option("--min-scale", default=0.5, show_default=True, type=click.FloatRange(0.05, 1),
               help="Pairs are resized by a random factor in [min-scale, 1] before cropping.")
 @click.option("--synthetic", "synthetic_fraction", default=0.0, show_default=True,
@@ -196,19 +197,31 @@ def evaluate_detection_command(dataset, out, split, weights, baseline, limit, se
                    "(conv1 when --init is a detector).")
 @click.option("--bf16", "mixed_precision", is_flag=True,
               help="Mixed bfloat16 compute (flows stay float32).")
+@click.option("--curriculum-steps", default=1500, show_default=True, type=click.IntRange(min=0),
+              help="pwc: steps over which the motion of the pairs made on the fly grows to "
+                   "its full range.")
 def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, learning_rate,
                           variant, min_scale, synthetic_fraction, val_limit, freeze,
-                          mixed_precision):
+                          mixed_precision, curriculum_steps):
     """Train the siamese tracker on DATASET's pairs (resumes when OUT has a state file)."""
     from lesiontrack.tracking.train import train_tracker
 
     blocks = None if freeze == "auto" else tuple(
         b.strip() for b in freeze.split(",") if b.strip() and b.strip() != "none")
-    history = train_tracker(dataset, out, init=init, epochs=epochs, steps=steps, batch=batch,
-                            crop=crop, seed=seed, learning_rate=learning_rate, variant=variant,
-                            scale_range=(min_scale, 1.0), synthetic_fraction=synthetic_fraction,
-                            val_limit=val_limit, freeze=blocks,
-                            mixed_precision=mixed_precision)
+    if variant == "pwc":
+        from lesiontrack.tracking.pwc_train import train_pwc
+
+        history = train_pwc(dataset, out, init=init, epochs=epochs, steps=steps, batch=batch,
+                            crop=crop, seed=seed, learning_rate=learning_rate,
+                            scale_range=(min_scale, 1.0), curriculum_steps=curriculum_steps,
+                            val_limit=val_limit, freeze=("conv1",) if blocks is None else blocks)
+    else:
+        history = train_tracker(dataset, out, init=init, epochs=epochs, steps=steps,
+                                batch=batch, crop=crop, seed=seed, learning_rate=learning_rate,
+                                variant=variant, scale_range=(min_scale, 1.0),
+                                synthetic_fraction=synthetic_fraction,
+                                val_limit=val_limit, freeze=blocks,
+                                mixed_precision=mixed_precision)
     if history:
         last = history[-1]
         click.echo(f"epoch {last['epoch']}: val EPE {last['val_epe']:.2f} px, "
