@@ -503,14 +503,14 @@ def _bezier(points: np.ndarray, num: int) -> np.ndarray:
     return ((1 - t) ** 3) * p0 + 3 * ((1 - t) ** 2) * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
 
 
-def hair_layer(shape, *, rng: np.random.Generator, count_range=(10, 120), width_range=(0.7, 2.5),
-               opacity_range=(0.25, 0.8), length_range=(0.05, 0.3), curvature: float = 0.3,
+def hair_layer(shape, *, rng: np.random.Generator, count_range=(10, 120), width_range=(0.5, 1.8),
+               opacity_range=(0.2, 0.65), length_range=(0.05, 0.3), curvature: float = 0.3,
                spread: float = 0.5, supersample: int = 4):
     """Draw thin dark curved hair strands: an alpha map and a colour to composite.
 
     Each strand is a cubic Bezier curve (control points spread along a direction drawn about
     the layer's main hair direction, with standard deviation ``spread`` radians, bent sideways by up to ``curvature`` of its length), drawn anti-aliased at
-    ``supersample`` times the resolution and reduced by area averaging, so widths of 1-2.5 px
+    ``supersample`` times the resolution and reduced by area averaging, so widths of 0.5-2 px
     come out with soft, sub-pixel edges.  One hair colour per layer (one person's hair):
     dark brown to black.
 

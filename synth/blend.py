@@ -183,6 +183,7 @@ def poisson_blend(destination: np.ndarray, source: np.ndarray, mask: np.ndarray,
 def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
                           destination_patch: np.ndarray, *, margin_px: int = 3,
                           edge_erode_px: int = 1, feather_sigma: float = 1.0,
+                          blur_sigma: float = 0.0,
                           tone_match: float = 0.6):
     """Build a blend source and mask that keep the lesion's contrast against the new skin.
 
@@ -208,7 +209,14 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
     edge_erode_px : int
         Pixels of the lesion edge not trusted (JPEG bleed of the black background).
     feather_sigma : float
-        Gaussian sigma (px) of the lesion alpha edge.
+        Gaussian sigma (px) of the lesion alpha edge, feathered inwards (nothing of the lesion
+        outside its mask).
+    blur_sigma : float
+        Optical blur (px) of the body photo to give the lesion: a lesion photographed close up
+        is far sharper than the same lesion on a body photo.  Lesion colours and alpha are
+        blurred alike, so the edge softens on both sides of the mask, by lesion colour only
+        (the pixels outside the mask carry the nearest lesion colour, never the crop's own
+        surroundings).
     tone_match : float
         In [0, 1]: how far the lesion's colours are carried from its own skin (estimated from
         its rim) to the destination skin, multiplicatively per channel.  0 keeps the crop's
@@ -262,6 +270,9 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather_sigma)
         # Feathered inwards only: outside the lesion mask the source is the destination.
         alpha = np.where(mask > 0, np.maximum(alpha, 0.5), 0.0)
+    if blur_sigma > 0:
+        alpha = cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), blur_sigma)
+        image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), blur_sigma)
     alpha = alpha[..., None]
     source = alpha * image + (1.0 - alpha) * destination_patch.astype(np.float32)
     source = np.clip(np.rint(source), 0, 255).astype(np.uint8)

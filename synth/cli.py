@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -53,10 +54,51 @@ def main(verbose):
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def _parse_libraries(ctx, param, values):
+    """DIR or DIR:WEIGHT, repeated: (folders, weights or None)."""
+    folders, weights = [], []
+    for value in values:
+        folder, weight = value, 1.0
+        head, sep, tail = value.rpartition(":")
+        if sep and head:
+            try:
+                weight = float(tail)
+                folder = head
+            except ValueError:
+                pass
+        if not Path(folder).is_dir():
+            raise click.BadParameter(f"{folder}: no such folder")
+        if not weight > 0:
+            raise click.BadParameter(f"{value}: the weight must be a positive number")
+        folders.append(str(Path(folder).resolve()))
+        weights.append(weight)
+    if not folders:
+        return None, None
+    return tuple(folders), (tuple(weights) if any(w != 1.0 for w in weights) else None)
+
+
+def _parse_skin_tone(ctx, param, value):
+    """'V-VI', '5-6', 'VI' or '5,6' -> tuple of Fitzpatrick types."""
+    if not value:
+        return None
+    from synth.augment import _parse_type
+
+    try:
+        parts = [p for p in value.replace(",", "-").split("-") if p.strip()]
+        types = [_parse_type(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter("expected Fitzpatrick types such as V-VI, 5-6 or IV") from None
+    if "-" in value and len(types) == 2:
+        types = list(range(min(types), max(types) + 1))
+    return tuple(sorted(set(types)))
+
+
 @main.command("make-dataset")
-@click.option("--lesions", type=click.Path(exists=True, file_okay=False),
+@click.option("--lesions", multiple=True, callback=_parse_libraries, metavar="DIR[:WEIGHT]",
               help="Lesion library: PAD-UFES-20 (metadata.csv), ISIC 2017 (labels.csv) or a "
-                   "folder with lesions.csv. Default: the built-in procedural lesions.")
+                   "folder with lesions.csv; repeat for several libraries. WEIGHT (default 1) "
+                   "multiplies how often each lesion of that library is drawn. Default: the "
+                   "built-in procedural lesions.")
 @click.option("--bodies", type=click.Path(exists=True, file_okay=False),
               help="Folder of body photos (optional skin/<name>.png masks, lesion boxes). "
                    "Default: the built-in procedural skin.")
@@ -77,9 +119,20 @@ def main(verbose):
               help="Default body photo scale (bodies.csv overrides per photo).")
 @click.option("--lesions-per-image", default="3-9", show_default=True,
               help="Range of lesions blended per image, MIN-MAX.")
+@click.option("--hair-fraction", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of samples with hair strands drawn over skin and lesions.")
+@click.option("--min-contrast", default=None, type=click.FloatRange(min=0),
+              help="Delta E00 below which a blended lesion is labelled ignore "
+                   "[default: synth.contrast.VISIBLE_DELTA_E].")
+@click.option("--skin-tone", callback=_parse_skin_tone, metavar="TYPES",
+              help="Shift every sample's skin to these Fitzpatrick types, e.g. V-VI "
+                   "(default: 60 %% of samples shifted to a random type).")
+@click.option("--split", "only_split", type=click.Choice(["train", "val", "test"]),
+              help="Make only the samples of this split (same files as in the full dataset).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def make_dataset(lesions, bodies, out, count, pairs, seed, workers, size, shard, mm_per_px,
-                 lesions_per_image, no_progress):
+                 lesions_per_image, hair_fraction, min_contrast, skin_tone, only_split,
+                 no_progress):
     """Blend lesions onto body photos: images, 3-class label maps, instance maps, COCO
     annotations and, with --pairs, t1 photos with dense forward flow."""
     from synth.writer import DatasetConfig, make_dataset as run
@@ -88,16 +141,24 @@ def make_dataset(lesions, bodies, out, count, pairs, seed, workers, size, shard,
         low, high = (int(v) for v in lesions_per_image.split("-"))
     except ValueError:
         raise click.BadParameter("expected MIN-MAX", param_hint="--lesions-per-image") from None
-    config = DatasetConfig(count=count, lesions=_resolved(lesions), bodies=_resolved(bodies),
+    folders, weights = lesions
+    extra = {} if min_contrast is None else {"min_contrast": min_contrast}
+    config = DatasetConfig(count=count, lesions=folders, bodies=_resolved(bodies),
                            pairs=pairs, seed=seed, size=size, mm_per_px=mm_per_px,
-                           lesions_per_image=(low, high))
-    summary = run(config, out, workers=workers, shard=shard, progress=not no_progress)
+                           lesions_per_image=(low, high), lesion_weights=weights,
+                           hair_fraction=hair_fraction, skin_tone=skin_tone, **extra)
+    summary = run(config, out, workers=workers, shard=shard, progress=not no_progress,
+                  only_split=only_split)
     if summary["skipped"]:
         click.echo(f"Warning: skipped {len(summary['skipped'])} unusable source files:", err=True)
         for path, reason in summary["skipped"][:20]:
             click.echo(f"  {reason}", err=True)
     source = " (built-in procedural source)" if summary["procedural"] else ""
     click.echo(f"{summary['samples']} samples in {summary['out']}{source}")
+    counts = summary["lesions"]
+    click.echo(f"{counts['blended']} blended lesions ({counts['reblended']} re-blended, "
+               f"{counts['invisible']} too faint: ignore), {counts['thin_masks_rejected']} thin "
+               f"masks rejected, {counts['real_lesions']} real lesions (label 3)")
 
 
 def _resolved(path):

@@ -2,7 +2,8 @@
 
 The synthesizer sees a lesion source as a list of metadata dicts plus ``load(i)`` returning
 ``(image, mask)``, and a body source as a list of metadata dicts plus ``load(i)`` returning
-``dict(image, skin, ignore)``. Loaded arrays are cached per process.
+``dict(image, skin, ignore, known, known_lesions)`` (see :func:`synth.bodies.load_body`).
+Loaded arrays are cached per process.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def _lesion_metadata(record) -> dict:
 
 
 class BodySource(_Cached):
-    """Body photos with metadata; ``load(i) -> dict(image, skin, ignore)``."""
+    """Body photos with metadata; ``load(i) -> dict(image, skin, ignore, known, known_lesions)``."""
 
     def __init__(self, folder=None, *, seed=0, mm_per_px=0.4, size=PROCEDURAL_BODY_SIZE):
         self.folder = None if folder is None else str(Path(folder).resolve())
@@ -164,7 +165,7 @@ class BodySource(_Cached):
         return len(self.records)
 
     def load(self, index):
-        """The body photo, its skin mask and its existing-lesion (ignore) mask (cached)."""
+        """The body photo, its skin, existing-lesion (ignore) and real-lesion masks (cached)."""
         return self._load(index)
 
     def check(self):
@@ -201,9 +202,10 @@ class BodySource(_Cached):
         raw = self._raw[index]
         if self.layout == "procedural":
             image, skin, ignore = procedural.render_procedural_body(raw, self.size)
-            return {"image": image, "skin": skin, "ignore": ignore}
+            return {"image": image, "skin": skin, "ignore": ignore,
+                    "known": np.zeros(skin.shape, np.uint16), "known_lesions": []}
         body = load_body(raw)
-        return {"image": body["image"], "skin": body["skin"], "ignore": body["ignore"]}
+        return {key: body[key] for key in ("image", "skin", "ignore", "known", "known_lesions")}
 
 
 def assign_splits(keys, *, seed, fractions=(0.7, 0.15, 0.15)) -> dict:

@@ -6,6 +6,13 @@ its label map, instance map and per-lesion records. With pairs, a second photo t
 skin is made by a non-rigid + viewpoint warp with lesions that changed between the visits,
 with the exact forward flow t0 -> t1.
 
+Realism (README.rst, "On-disk formats"): the body photo's own annotated moles are labelled 3,
+lesion of unknown diagnosis; every blended lesion's contrast (Delta E00 against a ring of skin,
+:mod:`synth.contrast`) is measured, a blend below :data:`synth.contrast.VISIBLE_DELTA_E` is
+re-blended in the lesion's own colours and, if still too faint, labelled 255; lesion masks lose
+their thin appendages and strand-like masks are rejected; a fraction of samples gets hair
+strands drawn over skin and lesions.
+
 Every sample is drawn from ``np.random.default_rng([seed, index])``, so the same seed gives the
 same files whatever the number of workers, shards or interruptions.
 """
@@ -24,11 +31,15 @@ import threadpoolctl
 from tqdm import tqdm
 
 from synth import io
-from synth.augment import augment_body, augment_lesion, photometric, shift_skin_tone
+from synth.augment import (apply_hair, augment_body, augment_lesion, fitzpatrick_from_ita,
+                           hair_layer, hairiness, individual_typology_angle, photometric,
+                           shift_skin_tone)
 from synth.blend import blend_lesion
+from synth.contrast import VISIBLE_DELTA_E, lesion_contrast
 from synth.deform import (change_illumination, draw_lesion_changes, random_pair_transform,
                           warp_image)
-from synth.io import BENIGN, IGNORE, MALIGNANT, InputError
+from synth.io import BENIGN, IGNORE, LABEL_NAMES, MALIGNANT, UNKNOWN, InputError
+from synth.lesions import draw_diameter_mm, is_thin_strand, remove_strands
 from synth.placement import choose_sites, lesion_descriptor
 from synth.sources import BodySource, LesionSource, assign_splits
 
@@ -42,7 +53,7 @@ class DatasetConfig:
     """Everything that decides a dataset's content (``workers`` and ``shard`` do not)."""
 
     count: int
-    lesions: str | None = None
+    lesions: tuple | str | None = None
     bodies: str | None = None
     pairs: bool = False
     seed: int = 0
@@ -52,11 +63,24 @@ class DatasetConfig:
     malignant_fraction: float = 0.5
     split_fractions: tuple = (0.7, 0.15, 0.15)
     pair_strength: float = 1.0
+    lesion_weights: tuple | None = None
+    hair_fraction: float = 0.3
+    min_contrast: float = VISIBLE_DELTA_E
+    skin_tone: tuple | None = None
+
+    def __post_init__(self):
+        # One folder or several: always a tuple of folders (None: procedural).
+        if isinstance(self.lesions, (str, os.PathLike)):
+            object.__setattr__(self, "lesions", (str(self.lesions),))
+        elif self.lesions is not None:
+            object.__setattr__(self, "lesions", tuple(str(f) for f in self.lesions) or None)
 
     def to_json(self) -> dict:
         data = asdict(self)
-        for key in ("size", "lesions_per_image", "split_fractions"):
-            data[key] = list(data[key])
+        for key in ("size", "lesions_per_image", "split_fractions", "lesions", "lesion_weights",
+                    "skin_tone"):
+            if data[key] is not None:
+                data[key] = list(data[key])
         return data
 
 
@@ -72,7 +96,8 @@ class Context:
 
     @classmethod
     def build(cls, config: DatasetConfig, *, check=True) -> "Context":
-        lesions = LesionSource(config.lesions, seed=config.seed, check=check)
+        lesions = LesionSource(config.lesions, weights=config.lesion_weights, seed=config.seed,
+                               check=check)
         # Procedural bodies are drawn at about twice the sample size, like a body photo.
         body_size = (2 * config.size[0], int(1.625 * config.size[1]))
         bodies = BodySource(config.bodies, seed=config.seed, mm_per_px=config.mm_per_px,
@@ -86,6 +111,13 @@ class Context:
         context.body_split = assign_splits([r["id"] for r in bodies.records],
                                            seed=config.seed, fractions=config.split_fractions)
         return context
+
+    def draw_lesion(self, pool, rng):
+        """One lesion index of ``pool``, drawn with the libraries' weights."""
+        weights = np.array([self.lesions.records[i].get("weight", 1.0) for i in pool])
+        if np.all(weights == weights[0]):
+            return int(rng.choice(pool))
+        return int(rng.choice(pool, p=weights / weights.sum()))
 
     def pools(self, split):
         """Indices of the lesions (benign, malignant) and bodies usable in ``split``."""
@@ -129,7 +161,7 @@ def _split_of(index, config):
 
 def _body_crop(body, size, mm_per_px, rng):
     """A crop of the body photo rescaled to ``size``, centred on skin."""
-    image, skin, ignore = body["image"], body["skin"], body["ignore"]
+    image, skin, ignore, known = body["image"], body["skin"], body["ignore"], body["known"]
     height, width = skin.shape
     out_w, out_h = size
     # Zoom (output px per body px): log-uniform 0.8-1.25, but the crop must fit in the photo.
@@ -153,10 +185,11 @@ def _body_crop(body, size, mm_per_px, rng):
     nearest = dict(dsize=(out_w, out_h), interpolation=cv2.INTER_NEAREST)
     out_skin = cv2.resize(skin[window].astype(np.uint8), **nearest) > 0
     out_ignore = cv2.resize(ignore[window].astype(np.uint8), **nearest) > 0
+    out_known = cv2.resize(np.ascontiguousarray(known[window]), **nearest)
     scale = out_w / crop_w
     params = {"crop": [x0, y0, crop_w, crop_h], "zoom": scale,
               "mm_per_px": mm_per_px / scale}
-    return out, out_skin, out_ignore, params
+    return out, out_skin, out_ignore, out_known, params
 
 
 def _prepare_lesion(image, mask, diameter_px, rng):
@@ -173,6 +206,14 @@ def _prepare_lesion(image, mask, diameter_px, rng):
     mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("lesion vanished in augmentation")
+    # Thin appendages of the mask (hair-like strands at this size) are cut off; what they
+    # covered is not lesion, so it is blacked out like the rest of the crop's outside.
+    cleaned = remove_strands(mask)
+    params["strand_px_removed"] = int(mask.sum() - cleaned.sum())
+    mask = cleaned
+    if not mask.any():
+        raise ValueError("lesion vanished in augmentation")
+    image[~mask] = 0
     ys, xs = np.nonzero(mask)
     image, mask = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), params
@@ -190,25 +231,58 @@ def _change_lesion(image, mask, plan):
     return image, mask
 
 
-def _draw_diameter_mm(record, rng):
-    """Physical size: the recorded diameter with +-15 % jitter, else a realistic random size."""
-    if record.get("diameter_mm"):
-        return float(record["diameter_mm"]) * float(rng.uniform(0.85, 1.15))
-    # Clinically seen lesions: log-normal around 5 mm (moles 2-6 mm, carcinomas larger).
-    return float(np.clip(np.exp(rng.normal(np.log(5.0), 0.45)), 2.0, 25.0))
+#: Blend settings tried in turn until a lesion is visible: the default (colours carried part way
+#: to the new skin tone, synth.blend.prepare_lesion_source), then less and finally no colour
+#: transfer (the lesion's own colours: its contrast against its own skin is preserved).
+BLEND_ATTEMPTS = ({"tone_match": 0.6}, {"tone_match": 0.3}, {"tone_match": 0.0})
+#: An attempt is accepted at this multiple of the contrast threshold.
+CONTRAST_MARGIN = 1.25
+#: Range of the optical blur (Gaussian sigma, px of the sample) given to each lesion photo, so
+#: it is no sharper than the body photo it is blended on.
+BLUR_SIGMA_PX = (0.8, 1.8)
 
 
-def _blend_all(canvas, lesions, which):
-    """Blend the chosen lesions into ``canvas``; return the image, labels and instances."""
+def _blend_all(canvas, lesions, which, *, skin, occupied, min_contrast):
+    """Blend the chosen lesions into ``canvas``; return the image, labels and instances.
+
+    At t0 (and for lesions new at t1) each lesion is blended with the settings of
+    :data:`BLEND_ATTEMPTS` in turn until its contrast reaches :data:`CONTRAST_MARGIN` times
+    ``min_contrast``; the most visible
+    attempt is kept, and a lesion still below it is labelled 255 (ignore).  At t1 a lesion
+    keeps its t0 settings and label.  ``occupied`` bool (H, W): other lesions (real ones),
+    never part of a lesion's ring of skin.
+    """
     labels = np.zeros(canvas.shape[:2], np.uint8)
     instances = np.zeros(canvas.shape[:2], np.uint16)
+    occupied = occupied.copy()
+    not_skin = ~skin
     for lesion in lesions:
         image, mask = lesion[which]
         if image is None:
             continue
-        canvas, region, _ = blend_lesion(canvas, image, mask, lesion["center"])
-        labels[region] = MALIGNANT if lesion["meta"]["malignant"] else BENIGN
+        decided = lesion.get("blend")
+        attempts = [decided["attempt"]] if decided else range(len(BLEND_ATTEMPTS))
+        best = None
+        for attempt in attempts:
+            blended, region, _ = blend_lesion(canvas, image, mask, lesion["center"],
+                                              blur_sigma=lesion["augment"]["blur_sigma"],
+                                              **BLEND_ATTEMPTS[attempt])
+            contrast = lesion_contrast(blended, region, exclude=occupied | not_skin)
+            contrast = 0.0 if not np.isfinite(contrast) else contrast
+            if best is None or contrast > best[0]:
+                best = (contrast, attempt, blended, region)
+            # A margin over the threshold: camera blur and noise, added later, lower it.
+            if contrast >= CONTRAST_MARGIN * min_contrast:
+                break
+        contrast, attempt, canvas, region = best
+        if not decided:
+            decided = {"attempt": attempt, "contrast": round(float(contrast), 2),
+                       "visible": bool(contrast >= min_contrast)}
+            lesion["blend"] = decided
+        label = MALIGNANT if lesion["meta"]["malignant"] else BENIGN
+        labels[region] = label if decided["visible"] else IGNORE
         instances[region] = lesion["instance"]
+        occupied |= region
     return canvas, labels, instances
 
 
@@ -253,7 +327,8 @@ def make_sample(index: int, context: Context) -> tuple[dict, dict]:
         split = "train"
         benign, malignant, bodies = context.pools(split)
 
-    # Body: crop, flips / rotation / scale, then existing lesions become "ignore".
+    # Body: crop, flips / rotation / scale, then existing lesions become "ignore" and the
+    # annotated real ones "unknown" (3).
     body_index = int(rng.choice(bodies))
     body_meta = context.bodies.records[body_index]
     body = context.bodies.load(body_index)
@@ -261,30 +336,38 @@ def make_sample(index: int, context: Context) -> tuple[dict, dict]:
     # corners into the frame, then cut the sample from the centre.
     width, height = config.size
     margin = int(0.12 * max(width, height))
-    canvas, skin, ignore, crop = _body_crop(body, (width + 2 * margin, height + 2 * margin),
-                                            body_meta["mm_per_px"], rng)
-    canvas, masks, body_aug = augment_body(canvas, {"skin": skin, "ignore": ignore}, rng=rng,
-                                           scale_range=(1.0, 1.0))
+    canvas, skin, ignore, known, crop = _body_crop(body, (width + 2 * margin, height + 2 * margin),
+                                                   body_meta["mm_per_px"], rng)
+    canvas, masks, body_aug = augment_body(canvas, {"skin": skin, "ignore": ignore, "known": known},
+                                           rng=rng, scale_range=(1.0, 1.0))
     window = (slice(margin, margin + height), slice(margin, margin + width))
     canvas = np.ascontiguousarray(canvas[window])
     skin, ignore = masks["skin"][window].astype(bool), masks["ignore"][window].astype(bool)
-    if skin.mean() < 0.05:
-        # Almost no skin in this crop: use the whole frame rather than fail the sample.
-        skin = np.ones_like(skin)
+    known = np.ascontiguousarray(masks["known"][window])
+    # Clothing, labels, walls and padding are background: no lesion is placed off skin (a
+    # crop with hardly any skin simply gets few or no lesions).
     mm_per_px = crop["mm_per_px"]
+    hair_score = round(hairiness(canvas, skin), 4)
 
     # Lesions: balanced benign / malignant, physical size from mm.
     num = int(rng.integers(config.lesions_per_image[0], config.lesions_per_image[1] + 1))
-    lesions = []
+    lesions, rejected = [], []
     for _ in range(num):
         pick_malignant = malignant and (not benign or rng.random() < config.malignant_fraction)
         pool = malignant if pick_malignant else benign
-        lesion_index = int(rng.choice(pool))
+        lesion_index = context.draw_lesion(pool, rng)
         meta = context.lesions.records[lesion_index]
         image, mask = context.lesions.load(lesion_index)
-        diameter_mm = _draw_diameter_mm(meta, rng)
+        diameter_mm = draw_diameter_mm(meta.get("diameter_mm"), meta.get("diagnosis"), rng=rng)
         diameter_px = float(np.clip(diameter_mm / mm_per_px, 6.0, min(config.size) / 5))
         image, mask, aug = _prepare_lesion(image, mask, diameter_px, rng)
+        # The body photo's optical blur, given to the (close-up, much sharper) lesion photo.
+        aug["blur_sigma"] = round(float(rng.uniform(*BLUR_SIGMA_PX)), 3)
+        if is_thin_strand(mask):
+            rejected.append({"lesion_id": meta["id"], "library": meta.get("library"),
+                             "reason": "thin strand mask"})
+            log.info("sample %d: lesion %s rejected: thin strand mask", index, meta["id"])
+            continue
         lesions.append({"meta": meta, "t0": (image, mask), "diameter_mm": diameter_mm,
                         "diameter_px": diameter_px, "augment": aug})
 
@@ -295,12 +378,15 @@ def make_sample(index: int, context: Context) -> tuple[dict, dict]:
     growth = [max(1.0, p["scale"]) for p in plans] if plans else [1.0] * len(lesions)
 
     # Placement by matching each lesion's surrounding-skin descriptor with body sites.
-    descriptors = np.stack([lesion_descriptor(l["t0"][0], l["t0"][1],
-                                              fitzpatrick=l["meta"].get("fitzpatrick"))
-                            for l in lesions])
-    radii = np.array([0.5 * max(l["t0"][1].shape) * g + 3 for l, g in zip(lesions, growth)])
-    centers = choose_sites(canvas, skin, descriptors, radii, rng=rng, occupied=ignore)
     placed = []
+    centers = np.zeros((0, 2), np.int64)
+    if lesions:
+        descriptors = np.stack([lesion_descriptor(l["t0"][0], l["t0"][1],
+                                                  fitzpatrick=l["meta"].get("fitzpatrick"))
+                                for l in lesions])
+        radii = np.array([0.5 * max(l["t0"][1].shape) * g + 3 for l, g in zip(lesions, growth)])
+        centers = choose_sites(canvas, skin, descriptors, radii, rng=rng,
+                               occupied=ignore | (known > 0))
     for lesion, center in zip(lesions, centers):
         if center[0] < 0:
             continue
@@ -314,19 +400,63 @@ def make_sample(index: int, context: Context) -> tuple[dict, dict]:
             lesion["t1"] = _change_lesion(*lesion["t0"], plan) if plan["state"] != "gone" else (None, None)
             if plan["state"] == "new":
                 lesion["t0"] = (None, None)
+    # Real lesions of the body photo: instance ids after the blended ones.
+    real = _real_lesions(known, body, first_instance=len(placed) + 1)
 
-    # Skin tone over the Fitzpatrick range, on the body before blending so lesions keep
-    # their own colour (they are blended by gradients, so they take the new tone's level).
+    # Skin tone over the Fitzpatrick range (or the types asked for), on the body before
+    # blending so lesions keep their own colour (they are blended by gradients, so they take
+    # the new tone's level).
     tone = {"applied": False}
-    if rng.random() < 0.6:
+    if config.skin_tone:
+        probabilities = [1.0 if t in config.skin_tone else 0.0 for t in range(1, 7)]
+        canvas, tone = shift_skin_tone(canvas, skin, rng=rng, type_probabilities=probabilities)
+        tone["applied"] = True
+    elif rng.random() < 0.6:
         canvas, tone = shift_skin_tone(canvas, skin, rng=rng)
         tone["applied"] = True
+    fitzpatrick = tone["to_type"] if tone["applied"] else (
+        fitzpatrick_from_ita(individual_typology_angle(canvas, skin)) if skin.any() else None)
     base = canvas
-    image0, labels0, instances0 = _blend_all(base.copy(), placed, "t0")
-    labels0[ignore & (labels0 == 0)] = IGNORE
+    real_mask = np.zeros(known.shape, bool)
+    real_instances = np.zeros(known.shape, np.uint16)
+    for lesion in real:
+        region = known == lesion["known_id"]
+        real_mask |= region
+        real_instances[region] = lesion["instance"]
+    image0, labels0, instances0 = _blend_all(base.copy(), placed, "t0", skin=skin,
+                                             occupied=real_mask, min_contrast=config.min_contrast)
+    labels0[ignore & skin & (labels0 == 0)] = IGNORE
+    labels0[real_mask] = UNKNOWN
+    instances0[real_mask] = real_instances[real_mask]
+    # Hair over skin and lesions alike, labels unchanged; the same strands at t1 (drawn
+    # before the pair warp, so they move with the skin).
+    hair = None
+    if rng.random() < config.hair_fraction:
+        alpha, colour, hair_params = hair_layer(base.shape, rng=rng)
+        hair = (alpha, colour)
+        image0 = apply_hair(image0, alpha, colour)
     image0_final, photo0 = photometric(image0, rng=rng)
     arrays = {"image": image0_final, "labels": labels0, "instances": instances0}
-    shapes0 = _instance_records(instances0, placed)
+    shapes0 = _instance_records(instances0, placed + real)
+
+    # Contrast of each lesion in the final image: a blend that the camera noise and blur made
+    # invisible is labelled 255 too.
+    not_skin = ~skin
+    lesion_mask = instances0 > 0
+    for lesion in placed:
+        if lesion["t0"][0] is None:
+            continue
+        region = instances0 == lesion["instance"]
+        contrast = lesion_contrast(image0_final, region, exclude=lesion_mask | not_skin)
+        lesion["contrast"] = None if not np.isfinite(contrast) else round(float(contrast), 2)
+        if lesion["blend"]["visible"] and (lesion["contrast"] or 0.0) < config.min_contrast:
+            lesion["blend"]["visible"] = False
+            lesion["blend"]["faded"] = True
+            labels0[region & (labels0 != UNKNOWN)] = IGNORE
+    for lesion in real:
+        contrast = lesion_contrast(image0_final, instances0 == lesion["instance"],
+                                   exclude=lesion_mask | not_skin)
+        lesion["contrast"] = None if not np.isfinite(contrast) else round(float(contrast), 2)
 
     record = {
         "index": index,
@@ -335,31 +465,67 @@ def make_sample(index: int, context: Context) -> tuple[dict, dict]:
         "body": {**{k: body_meta[k] for k in ("id", "source", "mm_per_px")}, **crop,
                  "augment": body_aug},
         "skin_tone": tone,
+        "fitzpatrick": fitzpatrick,
+        "hairiness": hair_score,
+        "hair": hair_params if hair is not None else None,
         "photometric": photo0,
         "lesions": [],
+        "real_lesions": [],
+        "rejected_lesions": rejected,
     }
     for lesion in placed:
         meta = lesion["meta"]
+        blend = lesion.get("blend", {})
+        visible = blend.get("visible", True)
         entry = {"instance": lesion["instance"], "source": meta["source"], "lesion_id": meta["id"],
+                 "library": meta.get("library", "procedural"),
                  "patient": meta["patient"], "diagnosis": meta["diagnosis"],
-                 "malignant": meta["malignant"], "label": MALIGNANT if meta["malignant"] else BENIGN,
+                 "malignant": meta["malignant"],
+                 "label": (MALIGNANT if meta["malignant"] else BENIGN) if visible else IGNORE,
                  "mask_source": meta.get("mask_source", "procedural"),
                  "diameter_mm": round(lesion["diameter_mm"], 2),
                  "diameter_px": round(lesion["diameter_px"], 2), "center": list(lesion["center"]),
-                 "augment": lesion["augment"]}
+                 "augment": lesion["augment"],
+                 "contrast": lesion.get("contrast"), "contrast_blend": blend.get("contrast"),
+                 "blend_attempt": blend.get("attempt"), "visible": visible}
         entry.update(shapes0.get(lesion["instance"], {"bbox": None, "centroid": None,
                                                       "area_px": 0, "segmentation": []}))
         record["lesions"].append(entry)
+    for lesion in real:
+        entry = {"instance": lesion["instance"], "label": UNKNOWN, "diagnosis": "unknown",
+                 "source": body_meta["source"], "box_source": lesion["source"],
+                 "mask_source": lesion["mask_source"], "contrast": lesion["contrast"]}
+        entry.update(shapes0.get(lesion["instance"], {"bbox": None, "centroid": None,
+                                                      "area_px": 0, "segmentation": []}))
+        record["real_lesions"].append(entry)
 
     if config.pairs:
-        arrays, record = _make_pair(arrays, record, base, placed, ignore, rng, config)
+        arrays, record = _make_pair(arrays, record, base, placed, real, real_mask, real_instances,
+                                    ignore, skin, hair, rng, config)
     return arrays, record
 
 
-def _make_pair(arrays, record, base, placed, ignore, rng, config):
+def _real_lesions(known, body, *, first_instance):
+    """The body photo's annotated real lesions present in the sample window."""
+    ids = [int(i) for i in np.unique(known) if i > 0]
+    out = []
+    for offset, known_id in enumerate(ids):
+        info = body["known_lesions"][known_id - 1]
+        out.append({"known_id": known_id, "instance": first_instance + offset,
+                    "source": info["source"], "mask_source": info["mask_source"]})
+    return out
+
+
+def _make_pair(arrays, record, base, placed, real, real_mask, real_instances, ignore, skin, hair,
+               rng, config):
     """Add t1: lesions as at the second visit, warped, re-lit; exact forward flow."""
-    image1, labels1, instances1 = _blend_all(base.copy(), placed, "t1")
-    labels1[ignore & (labels1 == 0)] = IGNORE
+    image1, labels1, instances1 = _blend_all(base.copy(), placed, "t1", skin=skin,
+                                             occupied=real_mask, min_contrast=config.min_contrast)
+    labels1[ignore & skin & (labels1 == 0)] = IGNORE
+    labels1[real_mask] = UNKNOWN
+    instances1[real_mask] = real_instances[real_mask]
+    if hair is not None:
+        image1 = apply_hair(image1, *hair)
     transform = random_pair_transform(config.size, rng=rng, strength=config.pair_strength)
     coverage = transform.coverage()
     image1 = warp_image(image1, transform)
@@ -369,11 +535,20 @@ def _make_pair(arrays, record, base, placed, ignore, rng, config):
     instances1[~coverage] = 0
     image1, light = change_illumination(image1, rng=rng)
     image1, photo1 = photometric(image1, rng=rng)
-    shapes1 = _instance_records(instances1, placed)
+    shapes1 = _instance_records(instances1, placed + real)
     for entry, lesion in zip(record["lesions"], placed):
         plan = lesion["plan"]
         entry["change"] = {"state": plan["state"], "scale": round(plan["scale"], 3),
                            "colour_shift": [round(c, 2) for c in plan["colour_shift"]]}
+        entry["t1"] = shapes1.get(lesion["instance"])
+        if plan["state"] == "new":
+            # Decided at t1 (it has no t0 blend).
+            blend = lesion.get("blend", {})
+            entry.update(visible=blend.get("visible", True), contrast_blend=blend.get("contrast"),
+                         blend_attempt=blend.get("attempt"))
+            if not entry["visible"]:
+                entry["label"] = IGNORE
+    for entry, lesion in zip(record["real_lesions"], real):
         entry["t1"] = shapes1.get(lesion["instance"])
     arrays.update(image1=image1, labels1=labels1, instances1=instances1,
                   flow=transform.flow(), valid=transform.valid())
@@ -438,10 +613,10 @@ def _info(config, context):
             "procedural": config.lesions is None or config.bodies is None,
             "sources": {"lesions": context.lesions.folder or "procedural",
                         "lesion_layout": context.lesions.layout,
+                        "lesion_libraries": context.lesions.libraries,
                         "bodies": context.bodies.folder or "procedural",
                         "num_lesions": len(context.lesions), "num_bodies": len(context.bodies)},
-            "conventions": {"labels": {"0": "background", "1": "benign", "2": "malignant",
-                                       "255": "ignore"},
+            "conventions": {"labels": {str(k): v for k, v in LABEL_NAMES.items()},
                             "flow": "float32 (H, W, 2), channel 0 = dx, forward t0 -> t1, px"}}
 
 
@@ -477,11 +652,13 @@ def _done_records(root: Path, manifest: Path):
 
 
 def make_dataset(config: DatasetConfig, out, *, workers: int = 1, shard=(1, 1),
-                 progress: bool = True) -> dict:
+                 progress: bool = True, only_split: str | None = None) -> dict:
     """Synthesize ``config.count`` samples (this shard's share) into ``out``.
 
     Resumes an interrupted run with the same options; writes manifest, splits and COCO
-    annotations. Returns a summary dict (counts, skipped sources, paths).
+    annotations. With ``only_split`` ('train', 'val' or 'test') only the samples of that split
+    are made (the same files as in the full dataset). Returns a summary dict (counts, skipped
+    sources, paths, :func:`summarize` of the lesions).
     """
     root = Path(out)
     number, total = shard
@@ -501,7 +678,8 @@ def make_dataset(config: DatasetConfig, out, *, workers: int = 1, shard=(1, 1),
                                      "bodies": context.body_split})
     manifest = root / _manifest_name(shard)
     done = _done_records(root, manifest)
-    todo = [i for i in range(number - 1, config.count, total) if i not in done]
+    todo = [i for i in range(number - 1, config.count, total) if i not in done
+            and (only_split is None or _split_of(i, config) == only_split)]
     if done:
         log.info("resuming: %d samples already written, %d to go", len(done), len(todo))
     # Rewrite the manifest with the complete records only, then append as samples finish.
@@ -521,7 +699,28 @@ def make_dataset(config: DatasetConfig, out, *, workers: int = 1, shard=(1, 1),
     write_coco(root)
     return {"out": str(root), "samples": len(records), "manifest": str(manifest),
             "skipped": context.lesions.skipped + context.bodies.skipped,
-            "procedural": info["procedural"]}
+            "procedural": info["procedural"], "lesions": summarize(records)}
+
+
+def summarize(records) -> dict:
+    """Counts over manifest records: blended lesions per diagnosis and label, how many were
+    re-blended or labelled ignore as too faint, thin masks rejected, real lesions (label 3)."""
+    counts = {"samples": len(records), "blended": 0, "by_diagnosis": {}, "by_label": {},
+              "reblended": 0, "invisible": 0, "faded": 0, "thin_masks_rejected": 0,
+              "real_lesions": 0, "by_split": {}}
+    for record in records:
+        counts["by_split"][record["split"]] = counts["by_split"].get(record["split"], 0) + 1
+        counts["thin_masks_rejected"] += len(record.get("rejected_lesions", []))
+        counts["real_lesions"] += sum(1 for l in record.get("real_lesions", []) if l.get("bbox"))
+        for lesion in record["lesions"]:
+            counts["blended"] += 1
+            diagnosis = str(lesion["diagnosis"])
+            counts["by_diagnosis"][diagnosis] = counts["by_diagnosis"].get(diagnosis, 0) + 1
+            label = LABEL_NAMES.get(lesion["label"], str(lesion["label"]))
+            counts["by_label"][label] = counts["by_label"].get(label, 0) + 1
+            counts["reblended"] += int((lesion.get("blend_attempt") or 0) > 0)
+            counts["invisible"] += int(lesion.get("visible") is False)
+    return counts
 
 
 @contextlib.contextmanager
@@ -558,18 +757,25 @@ def write_coco(root) -> Path:
         width, height = record["size"]
         images.append({"id": record["index"], "file_name": record["image"], "width": width,
                        "height": height, "split": record["split"]})
-        for lesion in record["lesions"]:
+        for lesion in record["lesions"] + record.get("real_lesions", []):
             if not lesion.get("bbox"):
                 continue
+            invisible = lesion["label"] == IGNORE
+            category = lesion["label"] if not invisible else (
+                MALIGNANT if lesion["malignant"] else BENIGN)
             annotations.append({
                 "id": len(annotations) + 1, "image_id": record["index"],
-                "category_id": lesion["label"], "bbox": lesion["bbox"],
-                "area": lesion["area_px"], "segmentation": lesion["segmentation"], "iscrowd": 0,
+                "category_id": category, "bbox": lesion["bbox"],
+                "area": lesion["area_px"], "segmentation": lesion["segmentation"],
+                # A blend too faint to see is a crowd region: pycocotools ignores detections
+                # on it instead of counting them right or wrong.
+                "iscrowd": int(invisible),
                 "instance": lesion["instance"], "source": lesion["source"],
-                "diagnosis": lesion["diagnosis"], "patient": lesion["patient"]})
+                "diagnosis": lesion["diagnosis"], "patient": lesion.get("patient")})
     coco = {"info": {"description": "lesiontrack synthesized dataset"},
             "images": images, "annotations": annotations,
-            "categories": [{"id": BENIGN, "name": "benign"}, {"id": MALIGNANT, "name": "malignant"}]}
+            "categories": [{"id": BENIGN, "name": "benign"}, {"id": MALIGNANT, "name": "malignant"},
+                           {"id": UNKNOWN, "name": "unknown"}]}
     path = root / io.COCO_ANNOTATIONS
     io.write_json(path, coco, indent=None)
     return path

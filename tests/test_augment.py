@@ -157,7 +157,7 @@ def test_hair_layer_draws_thin_dark_strands():
     again = hair_layer(skin.shape, rng=np.random.default_rng(0))[0]
     assert np.array_equal(alpha, again) and alpha.dtype == np.float32
     assert 0 < (alpha > 0.05).mean() < 0.5 and alpha.max() <= 1.0
-    assert params["count"] >= 10 and all(w <= 2.5 for w in params["widths"])
+    assert params["count"] >= 10 and all(w <= 1.8 for w in params["widths"])
     assert colour.max() <= 70
     hairy = apply_hair(skin, alpha, colour)
     assert (hairy[alpha > 0.2].astype(int).sum(axis=1) < skin[0, 0].astype(int).sum()).all()

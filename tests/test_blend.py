@@ -208,3 +208,9 @@ def test_lesion_with_black_outside_its_mask_leaves_no_dark_pixel_outside():
         outside = ~region
         assert np.abs(out[outside].astype(int) - skin[outside]).max() <= 1
         assert out[region].mean() < 190                  # the lesion itself is there
+        # With optical blur the edge softens outwards, by lesion colour only: every pixel
+        # outside lies between the lesion's and the skin's colour, nothing darker.
+        soft, region, _ = blend_lesion(skin, image, small, (40, 40), blur_sigma=1.5)
+        outside = soft[~region].astype(int)
+        assert (outside >= np.array([150, 100, 80]) - 1).all() and (outside <= skin[0, 0] + 1).all()
+        assert (soft[~region] != skin[0, 0]).any(axis=1).sum() > 0

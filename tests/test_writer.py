@@ -75,14 +75,14 @@ def test_manifest_labels_and_coco_agree(procedural_dataset):
     records = io.read_manifest(root)
     assert [r["index"] for r in records] == list(range(5))
     coco = io.read_json(root / io.COCO_ANNOTATIONS)
-    assert {c["name"] for c in coco["categories"]} == {"benign", "malignant"}
+    assert {c["name"] for c in coco["categories"]} == {"benign", "malignant", "unknown"}
     info = io.read_json(root / io.DATASET_INFO)
     assert info["procedural"] is True and info["sources"]["lesions"] == "procedural"
     for record in records:
         sample = io.load_sample(root, record, pair=True)
         assert sample["image"].shape == (SIZE[1], SIZE[0], 3) and sample["image"].dtype == np.uint8
         assert sample["labels"].dtype == np.uint8 and sample["instances"].dtype == np.uint16
-        assert set(np.unique(sample["labels"])) <= {0, 1, 2, 255}
+        assert set(np.unique(sample["labels"])) <= {0, 1, 2, 3, 255}
         assert sample["flow"].dtype == np.float32 and sample["flow"].shape == (SIZE[1], SIZE[0], 2)
         for lesion in record["lesions"]:
             region = sample["instances"] == lesion["instance"]
@@ -145,8 +145,13 @@ def test_real_data_sample(shared_data):
     assert record["body"]["mm_per_px"] > 0
     labels = arrays["labels"]
     assert ((labels == 1) | (labels == 2)).any()
-    # Real moles already on the body photo are ignored, not background.
+    # Spots found on the body photo are ignored, not background.
     assert (labels == 255).any()
+    assert record["fitzpatrick"] in range(1, 7) and 0 <= record["hairiness"] <= 1
+    for lesion in record["lesions"]:
+        if lesion["bbox"]:
+            assert lesion["contrast"] is not None and lesion["library"] == "pad-ufes-20"
+            assert (lesion["label"] == 255) == (not lesion["visible"])
 
 
 # --------------------------------------------------------------------------- CLI and bad input
@@ -264,3 +269,123 @@ def test_lesions_take_their_physical_size(tmp_path):
         assert lesion["diameter_px"] == pytest.approx(lesion["diameter_mm"] / mm_per_px, rel=2e-3)
         # The blended disk spans that diameter, up to the augmentation's scale of +-10 %.
         assert 0.8 * lesion["diameter_px"] <= max(lesion["bbox"][2:]) <= 1.25 * lesion["diameter_px"]
+
+
+# --------------------------------------------------------------------------- realism
+
+
+def _mole_body_folder(root, *, label="lesion"):
+    """One body photo: skin on the right half, a blue wall on the left, one mole in lesions.csv."""
+    rng = np.random.default_rng(5)
+    root.mkdir(parents=True)
+    image = np.clip(rng.normal((214, 170, 150), 3, (400, 480, 3)), 0, 255)
+    image[:, :240] = np.clip(rng.normal((40, 70, 160), 3, (400, 240, 3)), 0, 255)
+    image = image.astype(np.uint8)
+    cv2.circle(image, (360, 200), 7, (110, 65, 45), -1)
+    io.write_image(root / "body.png", image)
+    (root / "lesions.csv").write_text(f"tile,x,y,radius_px,label\nbody,360,200,8,{label}\n")
+    return root
+
+
+def test_real_lesion_of_lesions_csv_becomes_label_3(tmp_path):
+    bodies = _mole_body_folder(tmp_path / "bodies")
+    config = DatasetConfig(count=1, bodies=str(bodies), size=(256, 256), lesions_per_image=(2, 2),
+                           pairs=True, hair_fraction=0.0)
+    context = Context.build(config)
+    arrays, record = make_sample(0, context)
+    [real] = record["real_lesions"]
+    assert real["label"] == io.UNKNOWN and real["box_source"] == "lesions.csv"
+    region = arrays["instances"] == real["instance"]
+    assert region.any() and np.all(arrays["labels"][region] == io.UNKNOWN)
+    # The 7 px mole at the crop's zoom (0.8-1.25 of the photo): about pi 7^2 px.
+    assert 0.3 * np.pi * 49 < region.sum() < 2.5 * np.pi * 49
+    assert (arrays["labels1"] == io.UNKNOWN).any() and real["t1"] is not None
+    assert all(l["instance"] != real["instance"] for l in record["lesions"])
+    # Ambiguous rows stay ignore.
+    ambiguous = _mole_body_folder(tmp_path / "ambiguous", label="ambiguous")
+    arrays, record = make_sample(0, Context.build(DatasetConfig(**{**config.__dict__,
+                                                                   "bodies": str(ambiguous)})))
+    assert not record["real_lesions"] and not (arrays["labels"] == io.UNKNOWN).any()
+
+
+def test_real_lesions_in_coco_and_summary(tmp_path):
+    bodies = _mole_body_folder(tmp_path / "bodies")
+    root = tmp_path / "ds"
+    config = DatasetConfig(count=2, bodies=str(bodies), size=(256, 256), lesions_per_image=(1, 2))
+    summary = make_dataset(config, root, progress=False)
+    coco = io.read_json(root / io.COCO_ANNOTATIONS)
+    unknown = [a for a in coco["annotations"] if a["category_id"] == io.UNKNOWN]
+    assert len(unknown) == summary["lesions"]["real_lesions"] == 2
+    info = io.read_json(root / io.DATASET_INFO)
+    assert info["conventions"]["labels"]["3"] == "unknown"
+
+
+def test_nothing_blended_off_skin(tmp_path):
+    bodies = _mole_body_folder(tmp_path / "bodies")
+    config = DatasetConfig(count=4, bodies=str(bodies), size=(256, 256), lesions_per_image=(6, 6))
+    context = Context.build(config)
+    body = context.bodies.load(0)
+    for index in range(4):
+        arrays, record = make_sample(index, context)
+        image = arrays["image"].astype(int)
+        # Wall pixels are blue (B > R); none is labelled anything but background.
+        wall = image[..., 2] > image[..., 0] + 40
+        assert wall.any() and np.all(arrays["labels"][wall] == 0)
+        for lesion in record["lesions"]:
+            assert not (wall & (arrays["instances"] == lesion["instance"])).any()
+    assert body["skin"][:, :230].sum() == 0
+
+
+def test_faint_blends_are_ignore_never_lesion(tmp_path):
+    root = tmp_path / "ds"
+    config = DatasetConfig(count=2, size=(128, 128), min_contrast=1000.0)
+    summary = make_dataset(config, root, progress=False)
+    records = io.read_manifest(root)
+    coco = io.read_json(root / io.COCO_ANNOTATIONS)
+    assert summary["lesions"]["invisible"] == summary["lesions"]["blended"] > 0
+    for record in records:
+        labels = io.read_label_map(root / record["labels"])
+        assert not ((labels == 1) | (labels == 2)).any()
+        assert all(l["label"] == 255 and l["visible"] is False for l in record["lesions"])
+        assert io.present_lesions(record) == []
+    assert coco["annotations"] and all(a["iscrowd"] == 1 for a in coco["annotations"])
+
+
+def test_hair_changes_pixels_not_labels():
+    common = dict(count=1, size=(128, 128), min_contrast=0.0, lesions_per_image=(4, 4))
+    bare = make_sample(0, Context.build(DatasetConfig(hair_fraction=0.0, **common)))
+    hairy = make_sample(0, Context.build(DatasetConfig(hair_fraction=1.0, **common)))
+    assert bare[1]["hair"] is None and hairy[1]["hair"]["count"] >= 10
+    assert np.array_equal(bare[0]["labels"], hairy[0]["labels"])
+    assert np.array_equal(bare[0]["instances"], hairy[0]["instances"])
+    assert not np.array_equal(bare[0]["image"], hairy[0]["image"])
+
+
+def test_several_lesion_libraries_with_weights(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _lesion_folder(first, [("a", 0), ("b", 1), ("c", 0), ("d", 1)])
+    _lesion_folder(second, [("a", 0), ("b", 1), ("c", 0), ("d", 1)])
+    root = tmp_path / "ds"
+    result = _run("make-dataset", "--lesions", first, "--lesions", f"{second}:4", "--out", root,
+                  "--count", 6, "--size", "128x128", "--no-progress")
+    assert result.exit_code == 0, result.output
+    info = io.read_json(root / io.DATASET_INFO)
+    libraries = info["sources"]["lesion_libraries"]
+    assert [(l["name"], l["weight"]) for l in libraries] == [("first", 1.0), ("second", 4.0)]
+    splits = io.read_json(root / io.SPLITS)["patients"]
+    # The same patient ids in both libraries are different patients.
+    assert {"first/pa", "second/pa"} <= set(splits)
+    drawn = [l["library"] for r in io.read_manifest(root) for l in r["lesions"]]
+    assert drawn.count("second") > drawn.count("first")
+    result = _run("make-dataset", "--lesions", f"{second}:-1", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "positive" in result.output
+
+
+def test_skin_tone_option_and_one_split(tmp_path):
+    root = tmp_path / "dark"
+    result = _run("make-dataset", "--out", root, "--count", 8, "--size", "96x96",
+                  "--skin-tone", "V-VI", "--split", "test", "--no-progress")
+    assert result.exit_code == 0, result.output
+    records = io.read_manifest(root)
+    assert records and all(r["split"] == "test" for r in records)
+    assert all(r["fitzpatrick"] in (5, 6) and r["skin_tone"]["to_type"] in (5, 6) for r in records)
