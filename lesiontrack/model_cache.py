@@ -3,8 +3,8 @@
 * :data:`DEFAULT_WEIGHTS`: the trained weights shipped in ``lesiontrack/weights/``;
 * :func:`resolve_weights`: "default" or a path -> an existing file (InputError otherwise);
 * :func:`load_model_file`: a ``.keras`` file -> keras.Model (InputError naming the file);
-* :func:`cached_model`: one loaded model per kind ("detector", "tracker"), reloaded when the
-  file changes;
+* :func:`cached_model`: one loaded model per kind ("detector", "tracker", "classifier"),
+  reloaded when the file changes;
 * :func:`graph_function`: a model's forward pass as a ``tf.function``, traced once per model.
 
 TensorFlow and Keras are imported only when a model is loaded or run.
@@ -17,12 +17,16 @@ from synth.io import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = {"detector": WEIGHTS_DIR / "detector.keras",
-                   "tracker": WEIGHTS_DIR / "tracker.keras"}
+                   "tracker": WEIGHTS_DIR / "tracker.keras",
+                   "classifier": WEIGHTS_DIR / "classifier.keras"}
 _HOW_TO_TRAIN = {
     "detector": "experiments/train_detector.sh (or `lesiontrack train detector DATASET --out "
                 "MODEL.keras`) and pass the result with --weights / weights=PATH",
     "tracker": "`lesiontrack train tracker DATASET --out lesiontrack/weights/tracker.keras` "
                "(see experiments/train_tracker.sh) or pass weights=PATH",
+    "classifier": "`lesiontrack train classifier DATASET --out "
+                  "lesiontrack/weights/classifier.keras` (see experiments/train_classifier.sh) "
+                  "or pass classifier=PATH",
 }
 
 # kind -> ((resolved path, modification time), model): the last model loaded of each kind.
