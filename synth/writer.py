@@ -36,8 +36,8 @@ from synth.augment import (apply_hair, augment_body, augment_lesion, fitzpatrick
                            shift_skin_tone)
 from synth.blend import blend_lesion
 from synth.contrast import VISIBLE_DELTA_E, lesion_contrast
-from synth.deform import (change_illumination, draw_lesion_changes, random_pair_transform,
-                          warp_image)
+from synth.pairs import (change_illumination, draw_lesion_changes, random_pair_transform,
+                         warp_image)
 from synth.io import BENIGN, IGNORE, LABEL_NAMES, MALIGNANT, UNKNOWN, InputError
 from synth.lesions import draw_diameter_mm, is_thin_strand, remove_strands
 from synth.placement import choose_sites, lesion_descriptor

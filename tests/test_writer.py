@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from synth import io
 from synth.cli import main
-from synth.deform import warp_backward
+from synth.pairs.warp import warp_backward
 from synth.writer import Context, DatasetConfig, make_dataset, make_sample
 
 SIZE = (128, 128)

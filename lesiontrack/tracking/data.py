@@ -17,7 +17,7 @@ negates dy. A mild independent per-channel gain on each photo adds to the illumi
 the synthesizer already makes.
 
 Optionally (``synthetic_fraction``) a share of the pairs are made on the fly from t0 images
-with :mod:`synth.deform` (random viewpoint and non-rigid warp, illumination change).
+with :mod:`synth.pairs` (random viewpoint and non-rigid warp, illumination change).
 
 For the coarse-to-fine ``"refine"`` tracker (``coarse=True``) the coarse stage runs here as
 at inference (:func:`lesiontrack.tracking.infer.coarse_flow`): DIS flow of the whole pair at its
@@ -71,7 +71,7 @@ def synthetic_pair(image0, *, rng, strength_range=(0.4, 1.3)):
     image0 : ndarray, uint8 (H, W, 3)
     rng : numpy.random.Generator
     strength_range : (float, float)
-        Uniform range of :func:`synth.deform.random_pair_transform`'s ``strength``.
+        Uniform range of :func:`synth.pairs.motion.random_pair_transform`'s ``strength``.
 
     Returns
     -------
@@ -79,13 +79,13 @@ def synthetic_pair(image0, *, rng, strength_range=(0.4, 1.3)):
     flow : ndarray, float32 (H, W, 2)
     valid : ndarray, bool (H, W)
     """
-    from synth import deform
+    from synth.pairs import change_illumination, random_pair_transform, warp_image
 
     height, width = image0.shape[:2]
-    transform = deform.random_pair_transform((width, height), rng=rng,
-                                             strength=float(rng.uniform(*strength_range)))
-    image1 = deform.warp_image(image0, transform)
-    image1, _ = deform.change_illumination(image1, rng=rng)
+    transform = random_pair_transform((width, height), rng=rng,
+                                      strength=float(rng.uniform(*strength_range)))
+    image1 = warp_image(image0, transform)
+    image1, _ = change_illumination(image1, rng=rng)
     return image1, transform.flow().astype(np.float32), np.asarray(transform.valid(), bool)
 
 
@@ -154,7 +154,7 @@ def augment_pair(image0, image1, flow, valid, *, rng, crop=DEFAULT_CROP,
             prior = np.pad(prior, pad + ((0, 0),))
         height, width = image0.shape[:2]
     if prior is not None:
-        from synth.deform import warp_backward
+        from synth.pairs.warp import warp_backward
 
         image1 = warp_backward(image1, prior)  # as lesiontrack.tracking.infer.coarse_flow
     top = int(rng.integers(0, height - crop + 1))

@@ -64,7 +64,7 @@ def coarse_flow(image0, image1) -> tuple[np.ndarray, np.ndarray]:
         ``image1`` sampled at ``p + flow(p)`` (bilinear, border replicated): close to
         ``image0`` where the coarse flow is right.
     """
-    from synth.deform import warp_backward
+    from synth.pairs.warp import warp_backward
 
     image0 = check_image(image0, "image0")
     image1 = check_image(image1, "image1")

@@ -88,7 +88,7 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     scale_range : (float, float)
         Random resize range before cropping (see :mod:`lesiontrack.tracking.data`).
     synthetic_fraction : float
-        Share of pairs made on the fly from t0 photos with :mod:`synth.deform`.
+        Share of pairs made on the fly from t0 photos with :mod:`synth.pairs`.
     val_limit : int
         Validation pairs per epoch (full photos).
     alpha : float

@@ -118,7 +118,7 @@ def test_examples_are_seeded(pair_dataset):
 
 def test_refine_examples_are_residuals_to_dis():
     from lesiontrack.tracking.flow import estimate_flow
-    from synth.deform import warp_backward
+    from synth.pairs.warp import warp_backward
 
     image0 = _smooth(80, 80)
     image1 = np.roll(image0, (-2, 4), axis=(0, 1))  # image0[y, x] == image1[y - 2, x + 4]
@@ -140,7 +140,7 @@ def test_refine_examples_are_residuals_to_dis():
 
 
 def test_synthetic_pair_is_consistent():
-    from synth.deform import warp_backward
+    from synth.pairs.warp import warp_backward
 
     image0 = _smooth(64, 64)
     image1, flow, valid = tracking_data.synthetic_pair(image0, rng=np.random.default_rng(2),
