@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -59,14 +61,83 @@ class InputError(ValueError):
 # --------------------------------------------------------------------------- images
 
 
-def _is_truncated_jpeg(path: Path) -> bool:
-    """True when a JPEG file lacks its end-of-image marker."""
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 64))
-        tail = handle.read()
-    return b"\xff\xd9" not in tail
+# Leading bytes of each format OpenCV reads here, and the format a file suffix promises.
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+_SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
+                   ".bmp": "BMP", ".webp": "WebP"}
+
+
+def _image_format(data: bytes) -> str | None:
+    """The image format the leading bytes of ``data`` announce, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Walk a PNG's chunks up to IEND, checking each CRC; the problem found, or None."""
+    offset = 8
+    while True:
+        if offset + 8 > len(data):
+            return "truncated PNG (ends before its IEND chunk)"
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        end = offset + 12 + length
+        if end > len(data):
+            return "truncated PNG (ends before its IEND chunk)"
+        kind = data[offset + 4:offset + 8]
+        if zlib.crc32(data[offset + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"corrupt PNG (bad checksum of its {kind.decode('latin-1')!r} chunk)"
+        if kind == b"IEND":
+            return None
+        offset = end
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Route file descriptor 2 to a temporary file for the block; yields a list that holds
+    what was written there afterwards (libpng and libjpeg print their errors there)."""
+    captured = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace").strip())
+
+
+def _decode(path: Path, flags: int, what: str) -> np.ndarray:
+    """Decode an image file with ``cv2.imdecode``; InputError naming the file and the problem
+    (missing, empty, not an image of its suffix's format, truncated) otherwise. Nothing from
+    the decoders reaches stderr."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data:
+        raise InputError(f"{path}: empty file")
+    found = _image_format(data)
+    if found is None:
+        expected = _SUFFIX_FORMATS.get(path.suffix.lower())
+        raise InputError(f"{path}: not a {expected} image" if expected else
+                         f"{path}: not a readable {what}")
+    if found == "JPEG" and b"\xff\xd9" not in data[-64:]:
+        raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
+    problem = _png_problem(data) if found == "PNG" else None
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    with _captured_stderr() as message:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None or image.size == 0:
+        detail = message[0].splitlines()[-1] if message[0] else ""
+        raise InputError(f"{path}: not a readable {what}" + (f" ({detail})" if detail else ""))
+    return image
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -110,17 +181,8 @@ def read_image(path) -> np.ndarray:
     inputs are converted. Raises InputError naming the file for anything unreadable.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix.lower() in (".jpg", ".jpeg") and _is_truncated_jpeg(path):
-        raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise InputError(f"{path}: empty file")
     # ANYDEPTH keeps 16 bits, ANYCOLOR keeps grey as grey; neither disables EXIF orientation.
-    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if image is None or image.size == 0:
-        raise InputError(f"{path}: not a readable image")
+    image = _decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, "image")
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     try:
@@ -139,12 +201,7 @@ def read_mask(path, shape=None) -> np.ndarray:
         Expected (H, W); a mismatch raises InputError naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if mask is None:
-        raise InputError(f"{path}: not a readable mask image")
+    mask = _decode(path, cv2.IMREAD_GRAYSCALE, "mask image")
     if shape is not None and mask.shape != tuple(shape[:2]):
         raise InputError(
             f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match its image "
@@ -155,11 +212,7 @@ def read_mask(path, shape=None) -> np.ndarray:
 
 def read_label_map(path) -> np.ndarray:
     """Read a uint8 label map or a uint16 instance map as stored (no conversion)."""
-    path = Path(path)
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputError(f"{path}: not a readable label image")
-    return image
+    return _decode(Path(path), cv2.IMREAD_UNCHANGED, "label image")
 
 
 # --------------------------------------------------------------------------- atomic writes

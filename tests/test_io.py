@@ -1,6 +1,7 @@
 """File formats: photos of every kind, masks, .flo, manifests, atomic writes."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -23,13 +24,38 @@ def test_png_and_tiff_round_trip(photo, tmp_path):
         assert np.array_equal(io.read_image(path), photo)
 
 
-def test_exif_orientation_is_honoured(photo, tmp_path):
-    path = tmp_path / "rotated.jpg"
-    image = Image.fromarray(photo)
+# What a viewer shows for each EXIF orientation tag (TIFF 6.0 / EXIF 2.3, tag 0x0112) of
+# the stored pixels ``a``.
+DISPLAYED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],                   # mirrored left-right
+    3: lambda a: a[::-1, ::-1],                # rotated 180
+    4: lambda a: a[::-1, :],                   # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),         # transposed
+    6: lambda a: np.rot90(a, -1),              # rotated 90 clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transversed
+    8: lambda a: np.rot90(a, 1),               # rotated 90 anticlockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(DISPLAYED))
+def test_exif_orientation_is_honoured(orientation, tmp_path):
+    # 2 x 3 blocks of 8 px, each its own colour: no rotation or mirror maps it onto itself.
+    colours = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]],
+                        [[255, 255, 0], [0, 0, 0], [255, 255, 255]]], np.uint8)
+    stored = np.repeat(np.repeat(colours, 8, axis=0), 8, axis=1)  # (16, 24, 3)
+    path = tmp_path / "oriented.jpg"
+    image = Image.fromarray(stored)
     exif = image.getexif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    image.save(path, exif=exif, quality=100)
-    assert io.read_image(path).shape == (20, 12, 3)
+    exif[0x0112] = orientation
+    image.save(path, exif=exif, quality=100, subsampling=0)
+    expected = DISPLAYED[orientation](stored)
+    shown = io.read_image(path)
+    assert shown.shape == expected.shape
+    # Block centres, away from the JPEG ringing at block edges.
+    centres = (slice(4, None, 8), slice(4, None, 8))
+    difference = np.abs(shown[centres].astype(int) - expected[centres].astype(int))
+    assert difference.max() < 16
 
 
 def test_sixteen_bit_grey_and_alpha(tmp_path):
@@ -56,6 +82,41 @@ def test_bad_photos_name_the_file(photo, tmp_path):
     for name in ("text.jpg", "cut.jpg", "empty.png", "missing.png"):
         with pytest.raises(InputError, match=name):
             io.read_image(tmp_path / name)
+
+
+def _png_bytes(photo):
+    return cv2.imencode(".png", photo)[1].tobytes()
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("empty.jpg", b"", "empty file"),
+    ("empty.png", b"", "empty file"),
+    ("text.jpg", b"this is not a photo\n", "not a JPEG image"),
+    ("text.png", b"this is not a photo\n", "not a PNG image"),
+    ("text.dat", b"this is not a photo\n", "not a readable"),
+    ("cut.jpg", b"\xff\xd8\xff\xe0" + bytes(200), "truncated JPEG"),
+    ("cut.png", None, "truncated PNG"),
+    ("signature-only.png", b"\x89PNG\r\n\x1a\n", "truncated PNG"),
+    ("bad-checksum.png", "crc", "corrupt PNG"),
+])
+def test_unreadable_photo_says_why_and_decoders_print_nothing(photo, tmp_path, capfd, name,
+                                                              data, message):
+    png = _png_bytes(photo)
+    if data is None:
+        data = png[: len(png) // 2]
+    elif data == "crc":
+        data = png[:45] + bytes([png[45] ^ 0xFF]) + png[46:]  # a byte inside the IDAT data
+    path = tmp_path / name
+    path.write_bytes(data)
+    for read in (io.read_image, io.read_mask):
+        with pytest.raises(InputError, match=f"^{re.escape(str(path))}: {message}"):
+            read(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_content_not_suffix_decides_the_format(photo, tmp_path):
+    (tmp_path / "really-a-png.jpg").write_bytes(_png_bytes(photo))
+    assert np.array_equal(io.read_image(tmp_path / "really-a-png.jpg"), photo[..., ::-1])
 
 
 def test_mask_size_mismatch(tmp_path):
