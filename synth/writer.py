@@ -28,7 +28,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import threadpoolctl
-from tqdm import tqdm
 
 from synth import io
 from synth.augment import (apply_hair, augment_body, augment_lesion, fitzpatrick_from_ita,
@@ -41,6 +40,7 @@ from synth.pairs import (change_illumination, draw_lesion_changes, random_pair_t
 from synth.io import BENIGN, IGNORE, LABEL_NAMES, MALIGNANT, UNKNOWN, InputError
 from synth.lesions import draw_diameter_mm, is_thin_strand, remove_strands
 from synth.placement import choose_sites, lesion_descriptor
+from synth.progress import progress_bar
 from synth.sources import BodySource, LesionSource, assign_splits
 
 log = logging.getLogger(__name__)
@@ -687,7 +687,8 @@ def make_dataset(config: DatasetConfig, out, *, workers: int = 1, shard=(1, 1),
                                                                      key=lambda r: r["index"])).encode())
     jobs = [(i, str(root)) for i in todo]
     with open(manifest, "a") as handle, _pool(context, workers) as run:
-        bar = tqdm(total=len(todo), disable=not progress, unit="sample", desc="make-dataset")
+        bar = progress_bar(total=len(todo), disable=not progress, unit="sample",
+                           desc="make-dataset")
         for record in run(_work, jobs):
             handle.write(io.json_line(record))
             handle.flush()
