@@ -82,41 +82,82 @@ def test_mask_over_image_border(offset):
 
 
 def test_mask_covering_whole_destination():
-    destination = _noise((12, 15, 3), seed=8)
-    source = _noise((12, 15, 3), seed=9)
+    # No Dirichlet data: the solution is the source plus the constant that brings its mean to
+    # the destination's (the only freedom left, fixed by the pull towards the destination).
+    destination = _noise((12, 15, 3), seed=8, low=100, high=200)
+    source = _noise((12, 15, 3), seed=9, low=60, high=120)
     result = poisson_blend(destination, source, np.ones((12, 15), bool), offset=(0, 0))
-    assert result.shape == destination.shape
+    shift = (destination.astype(float) - source).mean(axis=(0, 1))
+    expected = source + shift
+    assert np.abs(result - expected).max() <= 1
+
+
+def _placed(mask, shape, center):
+    """``mask`` in destination coordinates, as the blends place it at ``center`` (x, y)."""
+    out = np.zeros(shape, bool)
+    y0, x0 = center[1] - mask.shape[0] // 2, center[0] - mask.shape[1] // 2
+    out[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
+    return out
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
 @pytest.mark.parametrize("width", [1, 5, 8])
 def test_thin_masks(rows, width):
-    destination = _noise((30, 31, 3), seed=10)
+    # Destination = source + 20 around the mask, garbage inside it: the unique solution of
+    # eq. 7 on the mask is source + 20.
     source = _noise((rows + 4, width + 4, 3), seed=11)
     mask = np.zeros(source.shape[:2], bool)
     mask[2:2 + rows, 2:2 + width] = True
-    for blend in (lambda: poisson_blend(destination, source, mask, center=(15, 15)),
-                  lambda: seamless_clone(destination, source, mask, (15, 15))):
-        result = blend()
-        assert result.shape == destination.shape and result.dtype == np.uint8
+    destination = _noise((30, 31, 3), seed=10)
+    box = _placed(np.ones(source.shape[:2], bool), (30, 31), (15, 15))
+    destination[box] = (source.astype(np.int16) + 20).reshape(-1, 3)
+    placed = _placed(mask, (30, 31), (15, 15))
+    destination[placed] = _noise((int(placed.sum()), 3), seed=12)
+    result = poisson_blend(destination, source, mask, center=(15, 15))
+    expected = destination.astype(int)
+    expected[placed] = source[mask].astype(int) + 20
+    assert result.dtype == np.uint8 and np.abs(result.astype(int) - expected).max() <= 1
+    # cv2.seamlessClone (thickened to 3 px where thinner, as it requires) changes no pixel
+    # outside the mask.
+    reference = seamless_clone(destination, source, mask, (15, 15))
+    assert reference.dtype == np.uint8
+    np.testing.assert_array_equal(reference[~placed], destination[~placed])
 
 
 @pytest.mark.parametrize("size", [(7, 9), (13, 4), (33, 65), (1, 1)])
 def test_odd_roi_sizes(size):
-    destination = _noise((70, 80, 3), seed=12)
-    source = _noise(size + (3,), seed=13)
+    # Source with a one-pixel frame of 100 on flat 128 skin: source + 28 solves eq. 7 exactly
+    # (its gradient inside, the destination across the frame), with plain and mixed
+    # gradients alike (flat skin never has the stronger gradient).
+    destination = np.full((70, 80, 3), 128, np.uint8)
+    source = _noise(size + (3,), seed=13, low=40, high=160)
+    source[[0, -1]] = 100
+    source[:, [0, -1]] = 100
     mask = np.ones(size, bool)
-    result = poisson_blend(destination, source, mask, center=(40, 35), mixed=True)
-    assert result.shape == destination.shape
+    placed = _placed(mask, (70, 80), (40, 35))
+    expected = destination.astype(int)
+    expected[placed] = source.reshape(-1, 3).astype(int) + 28
+    for mixed in (False, True):
+        result = poisson_blend(destination, source, mask, center=(40, 35), mixed=mixed)
+        assert np.abs(result.astype(int) - expected).max() <= 1, f"mixed={mixed}"
     reference = seamless_clone(destination, source, mask, (40, 35))
-    assert reference.shape == destination.shape
+    np.testing.assert_array_equal(reference[~placed], destination[~placed])
 
 
 def test_seamless_clone_near_border_does_not_raise():
+    # The source hangs over the left and bottom edges: the ROI is clipped 3 px inside the
+    # destination, and only pixels there may change.
     destination = _noise((40, 40, 3), seed=14)
     source = _noise((20, 20, 3), seed=15)
     result = seamless_clone(destination, source, np.ones((20, 20), bool), (2, 38))
-    assert result.shape == destination.shape
+    allowed = np.zeros((40, 40), bool)
+    allowed[28:37, 3:12] = True  # rows 28-47 and columns -8-11 of the source, kept 3 px in
+    np.testing.assert_array_equal(result[~allowed], destination[~allowed])
+    assert (result[allowed] != destination[allowed]).any()
+    # A flat patch on flat skin gives the skin back.
+    flat = seamless_clone(np.full((40, 40, 3), 128, np.uint8), np.full((20, 20, 3), 100, np.uint8),
+                          np.ones((20, 20), bool), (2, 38))
+    assert np.abs(flat.astype(int) - 128).max() <= 1
 
 
 def test_prepare_lesion_source_shapes_and_fill():
