@@ -8,7 +8,7 @@ import pytest
 
 from synth.skin import darkness_channel, find_lesion_spots, ignore_mask_from_spots, segment_skin
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TILES = SHARED_DATA / "bodies" / "itobos"
 
 SKIN_RGB = (224, 172, 150)

@@ -10,7 +10,7 @@ from synth.lesions import (
     LesionRecord, check_lesions, lesion_rim_colour, load_lesion, read_lesion_library, segment_lesion,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SKIN_RGB = (224, 172, 150)
 
 

@@ -8,7 +8,7 @@ import pytest
 from synth.blend import (blend_lesion, lesion_padding, poisson_blend, prepare_lesion_source,
                          seamless_clone)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _noise(shape, seed=0, low=30, high=200):

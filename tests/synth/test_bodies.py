@@ -9,7 +9,7 @@ import pytest
 from synth.bodies import DEFAULT_MM_PER_PX, load_body, read_body_library
 from synth.io import InputError, write_image
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _body(rng, size=(120, 160)):
