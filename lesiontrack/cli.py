@@ -1,4 +1,4 @@
-"""Command line: ``lesiontrack train|detect|flow|match|evaluate``.
+"""Command line: ``lesiontrack train|detect|flow|match|report|evaluate``.
 
 Thin: options are parsed here and handed to library functions. Bad input ends with a one-line
 error naming the file and the problem and exit status 1.
@@ -15,7 +15,7 @@ import click
 from synth.cli import InputErrorGroup
 
 
-_TENSORFLOW_COMMANDS = {"detect", "match", "train", "evaluate", "flow"}
+_TENSORFLOW_COMMANDS = {"detect", "match", "train", "evaluate", "flow", "report"}
 
 
 def _import_tensorflow_quietly():
@@ -258,6 +258,53 @@ def match_command(image0, image1, out, method, weights, detector_weights, thresh
     changed = sum(match["changed"] for match in result["matches"])
     click.echo(f"{len(result['matches'])} matched ({changed} changed), {len(result['gone'])} gone, "
                f"{len(result['new'])} new; results in {out}")
+
+
+@main.command("report")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for report.html and report.json.")
+@click.option("--title", help="Heading of the report (a patient or body-site label, say).")
+@click.option("--mm-per-px", type=click.FloatRange(min=0, min_open=True),
+              help="Scale of the photos (sizes in mm, scale bars); default from the dataset "
+                   "manifest or a bodies.csv beside the photo, else sizes in pixels.")
+@click.option("--weights", default="default", show_default=True,
+              help="Two photos: tracker weights (.keras) or 'default' (method net), as in "
+                   "match. One photo: detector weights, as in detect.")
+@click.option("--detector-weights", default="default", show_default=True,
+              help="Detector weights (.keras) or 'default'.")
+@click.option("--classifier", default="default", show_default=True,
+              help="Second-stage malignancy classifier (.keras), 'default', or 'none' (the "
+                   "FCN's malignant share is the malignancy), as in detect.")
+@click.option("--method", default="net", show_default=True,
+              type=click.Choice(["net", "deepflow", "dis", "siftflow", "dsp"]),
+              help="Dense correspondence used to carry lesions from T0 to T1 (two photos).")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Detector P(lesion) threshold.")
+def report_command(photos, out, title, mm_per_px, weights, detector_weights, classifier, method,
+                   threshold):
+    """Visit report of PHOTO, or of T0 T1 (two visits): OUT/report.html and its report.json."""
+    from lesiontrack.report import write_report
+
+    if len(photos) > 2:
+        raise click.BadArgumentUsage(f"expected PHOTO or T0 T1, got {len(photos)} photos")
+    one_visit = len(photos) == 1
+    if one_visit and "default" not in (weights, detector_weights) and weights != detector_weights:
+        raise click.BadOptionUsage("weights", "one photo: --weights and --detector-weights both "
+                                              "name the detector; give one of them")
+    if one_visit and detector_weights == "default":
+        detector_weights = weights
+    result = write_report(
+        photos, out, title=title, mm_per_px=mm_per_px, method=method, threshold=threshold,
+        detector_weights=detector_weights, tracker_weights="default" if one_visit else weights,
+        classifier=None if classifier.lower() == "none" else classifier)
+    if one_visit:
+        click.echo(f"{len(result['lesions'])} lesions; report in {out / 'report.html'}")
+    else:
+        changed = sum(match["changed"] for match in result["matches"])
+        click.echo(f"{len(result['matches'])} matched ({changed} changed), "
+                   f"{len(result['gone'])} gone, {len(result['new'])} new; report in "
+                   f"{out / 'report.html'}")
 
 
 @main.command("flow")
