@@ -36,7 +36,7 @@ if [ "${1:-}" = pwc ]; then
     fi
     nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
         --init lesiontrack/weights/detector.keras --out "$out/tracker.keras" \
-        --epochs 400 --steps 50 --batch 4 --crop 192 --min-scale 0.5 --freeze conv1,conv2 \
+        --epochs 1000 --steps 20 --batch 4 --crop 192 --min-scale 0.5 --freeze conv1,conv2 \
         --curriculum-steps 600 --seed 0 --lr 4e-4 --val-limit 24 >> "$out/train.log" 2>&1 &
     echo "training in the background, log $out/train.log"
     exit 0

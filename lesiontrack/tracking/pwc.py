@@ -10,9 +10,10 @@ Pyramid, Warping, and Cost Volume", CVPR 2018):
 2. At each level from 1/32 to 1/4 (sec. 3 of PWC-Net): image 1's features are warped by the
    flow from the coarser level, upsampled (bilinear sampling, :class:`BackwardWarp`); a local
    correlation over +-4 cells (81 channels, :class:`LocalCorrelation`) compares them with
-   image 0's features; a small densely connected conv decoder (DenseNet-style, as PWC-Net's
-   "dense" decoder) reads the cost volume, image 0's features, the upsampled flow and the
-   coarser decoder's features and predicts a flow update.
+   image 0's features; a small conv decoder (densely connected, DenseNet-style, as PWC-Net's
+   "dense" decoder, at 1/32 to 1/8; a plain stack at 1/4) reads the cost volume, image 0's
+   features, the upsampled flow and the coarser decoder's features and predicts a flow
+   update.
 3. A context network of dilated 3x3 convolutions (rates 1, 2, 4, 8, 16; PWC-Net sec. 3,
    "context network", the atrous part of Li, Esteva et al.) refines the 1/4 flow.
 4. Learned convex upsampling from 1/4 to full resolution (Teed and Deng, "RAFT", ECCV 2020,
@@ -46,10 +47,13 @@ SEARCH_RADIUS = 4
 # Trunk widths beyond the detector's four levels (1/16 and 1/32).
 EXTRA_FILTERS = (128, 128)
 # Decoder widths per level stride, coarse to fine; narrower at fine levels where pixels
-# are many (the 1/4 level has 64 times the pixels of the 1/32 level).
-DECODER_WIDTHS = {32: (96, 64, 32), 16: (96, 64, 32), 8: (64, 48, 32), 4: (48, 32, 32)}
+# are many (the 1/4 level has 64 times the pixels of the 1/32 level). Decoders are densely
+# connected except at 1/4, where that would cost as much as the whole trunk (measured with
+# bin/flow-benchmark: the inference time must stay a fraction of the classical methods').
+DECODER_WIDTHS = {32: (96, 64, 32), 16: (96, 64, 32), 8: (48, 32, 32), 4: (32, 32)}
+DENSE_STRIDES = (32, 16, 8)
 CONTEXT_RATES = (1, 2, 4, 8, 16)
-CONTEXT_WIDTHS = (48, 48, 48, 32, 32)
+CONTEXT_WIDTHS = (32, 32, 32, 32, 32)
 # Decoder outputs are multiplied by this so that unit-scale activations mean tens of pixels.
 FLOW_SCALE = 16.0
 UPSAMPLE_FACTOR = 4
@@ -163,18 +167,18 @@ def _build_pyramid(filters, extra_filters):
     return keras.Model(inputs, outputs, name="trunk")  # 1/4, 1/8, 1/16, 1/32
 
 
-def _decoder(inputs, widths, stride, *, output_name=None):
-    """Densely connected conv stack; returns (features, flow update in pixels)."""
+def _decoder(inputs, widths, stride, *, dense=True, output_name=None):
+    """Conv stack (densely connected if ``dense``); returns (features, flow update in px)."""
     x = inputs
     for index, width in enumerate(widths, start=1):
         y = _leaky_conv(x, width, f"decoder{stride}_conv{index}")
-        x = layers.Concatenate(name=f"decoder{stride}_dense{index}")([x, y])
+        x = layers.Concatenate(name=f"decoder{stride}_dense{index}")([x, y]) if dense else y
     return y, _flow_conv(x, f"decoder{stride}_flow", output_name=output_name)
 
 
 def build_pwc(filters=DEFAULT_FILTERS, *, extra_filters=EXTRA_FILTERS,
-              decoder_widths=None, context_rates=CONTEXT_RATES, context_widths=CONTEXT_WIDTHS,
-              radius=SEARCH_RADIUS, name="tracker_pwc"):
+              decoder_widths=None, dense_strides=DENSE_STRIDES, context_rates=CONTEXT_RATES,
+              context_widths=CONTEXT_WIDTHS, radius=SEARCH_RADIUS, name="tracker_pwc"):
     """Connect the layers of the "pwc" tracker (no weights, no compilation).
 
     Parameters
@@ -185,6 +189,8 @@ def build_pwc(filters=DEFAULT_FILTERS, *, extra_filters=EXTRA_FILTERS,
         Widths of ``conv5`` (1/16) and ``conv6`` (1/32).
     decoder_widths : dict, optional
         Stride -> conv widths of that level's decoder; default :data:`DECODER_WIDTHS`.
+    dense_strides : sequence of int
+        Levels whose decoder is densely connected (each conv sees all earlier outputs).
     context_rates, context_widths : sequence of int
         Dilation rates and widths of the context network (at 1/4).
     radius : int
@@ -226,6 +232,7 @@ def build_pwc(filters=DEFAULT_FILTERS, *, extra_filters=EXTRA_FILTERS,
         key = "flow4_coarse" if stride == 4 else f"flow{stride}"
         # The coarsest level's update is its flow: give that layer the level's name.
         features, update = _decoder(x, widths_by_stride[stride], stride,
+                                    dense=stride in dense_strides,
                                     output_name=key if flow is None else None)
         flow = update if flow is None else layers.Add(dtype="float32", name=key)([flow, update])
         outputs[key] = flow
