@@ -176,15 +176,14 @@ def read_detection_truth(source, *, split="test", limit=None) -> list[AnnotatedI
 def _fcn_runner(weights, *, threshold=LOW_THRESHOLD):
     """A function image -> (lesions, lesion heatmap (H, W)) for the FCN detector."""
     from lesiontrack.detection.detect import detect, load_detector
+    from lesiontrack.detection.proposals import lesion_probability
 
     model = load_detector(weights)
 
     def run(image):
         lesions, probabilities = detect(image, model=model, threshold=threshold,
                                         return_heatmap=True)
-        probabilities = np.asarray(probabilities)
-        # Lesion score of a pixel: P(benign) + P(malignant) = 1 - P(background).
-        return lesions, 1.0 - probabilities[:, :, 0]
+        return lesions, lesion_probability(probabilities)
 
     return run
 

@@ -1,6 +1,8 @@
 """Image and flow helpers that detection and tracking share (numpy and OpenCV, no files).
 
 * :func:`check_image`: the one input check of every image function (uint8 RGB (H, W, 3));
+* :func:`resize_image`: a photo at another size (area average when shrinking, bilinear when
+  enlarging);
 * :func:`pad_to_stride`: pad the bottom and right to a multiple of a network's stride;
 * :func:`resize_flow`: a flow field on another grid, in the pixel-centre convention of
   ``cv2.resize``;
@@ -49,6 +51,29 @@ def check_image(image, name: str = "image", *, min_side: int = MIN_SIDE) -> np.n
         raise ValueError(f"{name} is too small ({image.shape[1]}x{image.shape[0]}); "
                          f"need {min_side}x{min_side}")
     return image
+
+
+def resize_image(image, size) -> np.ndarray:
+    """``image`` at ``size`` (W, H): area average when shrinking, bilinear otherwise.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) or (H, W, C), uint8 or float.
+    size : (int, int)
+        (W', H').
+
+    Returns
+    -------
+    ndarray
+        (H', W'[, C]), same dtype; ``image`` itself when the size is unchanged.
+    """
+    height, width = image.shape[:2]
+    size = (int(size[0]), int(size[1]))
+    if size == (width, height):
+        return image
+    shrinking = size[0] * size[1] < width * height
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def pad_to_stride(array, stride: int, *, mode: str = "reflect", constant=0):

@@ -312,61 +312,96 @@ def histogram_auc(positive_counts, negative_counts):
 # when it lands within alpha * L of its true position, L the image diagonal.
 
 
-def pck(pred_points, true_points, *, alpha, diagonal) -> float:
-    """Percentage (fraction) of correct keypoints.
+def endpoint_errors(flow, flow_true) -> np.ndarray:
+    """End-point error ``||flow - flow_true||_2`` of every pixel or point.
+
+    The one definition of the EPE, used by :func:`endpoint_error`, :func:`pck_curve`, the
+    tracker's loss (:func:`lesiontrack.tracking.losses.robust_epe`) and its validation
+    (:func:`lesiontrack.tracking.train.evaluate_flow`).
 
     Parameters
     ----------
-    pred_points, true_points : array_like
-        float (N, 2), [x, y] pixels.
-    alpha : float
-        Tolerance as a fraction of the diagonal.
-    diagonal : float or array_like
-        L in pixels: one value, or float (N,) per keypoint (pooling images of several sizes).
-
-    Returns
-    -------
-    float
-        Fraction with ``||pred - true|| <= alpha * L``; nan when there are no keypoints.
-    """
-    errors, diagonal = _point_errors(pred_points, true_points, diagonal)
-    if errors.size == 0:
-        return float("nan")
-    return float(np.mean(errors <= alpha * diagonal))
-
-
-def pck_curve(pred_points, true_points, *, alphas, diagonal) -> np.ndarray:
-    """PCK at each tolerance of ``alphas``.
-
-    Parameters
-    ----------
-    pred_points, true_points, diagonal :
-        As :func:`pck`.
-    alphas : array_like
-        float (A,) tolerances.
+    flow, flow_true : array_like
+        float (..., 2), channel 0 = dx; the same shape.
 
     Returns
     -------
     ndarray
-        float (A,); nan when there are no keypoints.
+        float64 (...).
     """
-    errors, diagonal = _point_errors(pred_points, true_points, diagonal)
+    flow = np.asarray(flow, dtype=np.float64)
+    flow_true = np.asarray(flow_true, dtype=np.float64)
+    if flow.shape != flow_true.shape or flow.shape[-1:] != (2,):
+        raise ValueError(f"flows must both be (..., 2), got {flow.shape} and {flow_true.shape}")
+    return np.hypot(flow[..., 0] - flow_true[..., 0], flow[..., 1] - flow_true[..., 1])
+
+
+def correct_fraction(errors, *, alphas, diagonal) -> np.ndarray:
+    """Share of errors within each tolerance: ``mean(error <= alpha * L)``, the PCK rule.
+
+    Parameters
+    ----------
+    errors : array_like
+        float (N,) end-point errors in pixels.
+    alphas : array_like
+        float (A,) tolerances as fractions of the diagonal.
+    diagonal : float or array_like
+        L in pixels: one value, or float (N,) per error (pooling images of several sizes).
+
+    Returns
+    -------
+    ndarray
+        float64 (A,); nan when there are no errors.
+    """
+    errors = np.asarray(errors, dtype=np.float64).reshape(-1)
     alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    diagonal = np.asarray(diagonal, dtype=np.float64)
+    if diagonal.ndim and diagonal.shape != errors.shape:
+        raise ValueError(f"diagonal must be one value or one per point, got {diagonal.shape}")
     if errors.size == 0:
         return np.full(alphas.shape, np.nan)
     return np.mean(errors[None, :] <= alphas[:, None] * diagonal, axis=1)
 
 
-def _point_errors(pred_points, true_points, diagonal):
-    """Euclidean errors (N,) and a diagonal broadcastable to them."""
+def pck_curve(pred_points, true_points, *, alphas, diagonal) -> np.ndarray:
+    """Percentage (fraction) of correct keypoints at each tolerance of ``alphas``.
+
+    Parameters
+    ----------
+    pred_points, true_points : array_like
+        float (N, 2), [x, y] pixels.
+    alphas : array_like
+        float (A,) tolerances as fractions of the diagonal.
+    diagonal : float or array_like
+        L in pixels: one value, or float (N,) per keypoint (pooling images of several sizes).
+
+    Returns
+    -------
+    ndarray
+        float (A,): fraction with ``||pred - true|| <= alpha * L`` (:func:`correct_fraction`);
+        nan when there are no keypoints.
+    """
     pred = np.asarray(pred_points, dtype=np.float64).reshape(-1, 2)
     true = np.asarray(true_points, dtype=np.float64).reshape(-1, 2)
     if pred.shape != true.shape:
         raise ValueError(f"{len(pred)} predicted points for {len(true)} true points")
-    diagonal = np.asarray(diagonal, dtype=np.float64)
-    if diagonal.ndim and diagonal.shape != (len(pred),):
-        raise ValueError(f"diagonal must be one value or one per point, got {diagonal.shape}")
-    return np.hypot(*(pred - true).T), diagonal
+    return correct_fraction(endpoint_errors(pred, true), alphas=alphas, diagonal=diagonal)
+
+
+def _flow_errors(flow, flow_true, valid):
+    """Per-pixel errors (H, W) and the mask of pixels that count (valid, finite truth)."""
+    flow = np.asarray(flow, dtype=np.float64)
+    flow_true = np.asarray(flow_true, dtype=np.float64)
+    if flow.shape != flow_true.shape or flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flows must both be (H, W, 2), got {flow.shape} and {flow_true.shape}")
+    mask = np.isfinite(flow_true).all(axis=2)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != flow.shape[:2]:
+            raise ValueError(f"valid mask {valid.shape} does not match flow {flow.shape[:2]}")
+        mask &= valid
+    with np.errstate(invalid="ignore"):
+        return endpoint_errors(flow, flow_true), mask
 
 
 def endpoint_error(flow, flow_true, valid=None) -> float:
@@ -384,19 +419,8 @@ def endpoint_error(flow, flow_true, valid=None) -> float:
     float
         Pixels; nan when no pixel counts.
     """
-    flow = np.asarray(flow, dtype=np.float64)
-    flow_true = np.asarray(flow_true, dtype=np.float64)
-    if flow.shape != flow_true.shape or flow.ndim != 3 or flow.shape[2] != 2:
-        raise ValueError(f"flows must both be (H, W, 2), got {flow.shape} and {flow_true.shape}")
-    mask = np.isfinite(flow_true).all(axis=2)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != flow.shape[:2]:
-            raise ValueError(f"valid mask {valid.shape} does not match flow {flow.shape[:2]}")
-        mask &= valid
-    if not mask.any():
-        return float("nan")
-    return float(np.mean(np.hypot(*(flow[mask] - flow_true[mask]).T)))
+    errors, mask = _flow_errors(flow, flow_true, valid)
+    return float(errors[mask].mean()) if mask.any() else float("nan")
 
 
 def carry_points(flow, points) -> np.ndarray:

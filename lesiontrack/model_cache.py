@@ -2,6 +2,7 @@
 
 * :data:`DEFAULT_WEIGHTS`: the trained weights shipped in ``lesiontrack/weights/``;
 * :func:`resolve_weights`: "default" or a path -> an existing file (InputError otherwise);
+* :func:`weights_id`: name and short SHA-256 of a weights file, for provenance in outputs;
 * :func:`load_model_file`: a ``.keras`` file -> keras.Model (InputError naming the file);
 * :func:`cached_model`: one loaded model per kind ("detector", "tracker", "classifier"),
   reloaded when the file changes;
@@ -11,6 +12,7 @@ TensorFlow and Keras are imported only when a model is loaded or run.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from synth.io import InputError
@@ -39,7 +41,7 @@ def resolve_weights(weights, kind: str) -> Path:
     Parameters
     ----------
     weights : "default" or path-like
-    kind : {"detector", "tracker"}
+    kind : {"detector", "tracker", "classifier"}
 
     Returns
     -------
@@ -64,6 +66,12 @@ def resolve_weights(weights, kind: str) -> Path:
     return path
 
 
+def weights_id(path) -> dict:
+    """``{"path": str, "sha256": first 12 hex digits}`` of a weights file, for provenance."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return {"path": str(path), "sha256": digest}
+
+
 def load_model_file(path):
     """Load a ``.keras`` file without compiling it; InputError naming it when unreadable."""
     import keras
@@ -83,7 +91,7 @@ def cached_model(kind: str, weights, build):
 
     Parameters
     ----------
-    kind : {"detector", "tracker"}
+    kind : {"detector", "tracker", "classifier"}
     weights : "default" or path-like
         Resolved by :func:`resolve_weights`.
     build : callable
@@ -102,11 +110,6 @@ def cached_model(kind: str, weights, build):
         _MODELS.pop(kind, None)  # free the old model before building the new one
         _MODELS[kind] = (key, build(path))
     return _MODELS[kind][1]
-
-
-def clear_cache() -> None:
-    """Forget every loaded model (for example after ``keras.backend.clear_session()``)."""
-    _MODELS.clear()
 
 
 def graph_function(model, *, input_signature=None):

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lesiontrack.plots import plot_training_curves
 from synth.io import InputError, read_json, write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max
             model.save(files.best)
         history.append(row)
         _write_log(files.log, history)
-        _plot(files.plot, history)
+        plot_training_curves(files.log, files.plot)
         write_json(files.state, {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch,
                                  "monitor": monitor, "mode": mode, "config": config or {}})
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
@@ -160,29 +161,3 @@ def _write_log(path, history):
     writer.writeheader()
     writer.writerows(history)
     write_bytes(path, buffer.getvalue().encode())
-
-
-def _plot(path, history):
-    """Plot loss and validation figures per epoch to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "val_loss"):
-        if key in history[0]:
-            left.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    left.set(xlabel="epoch", ylabel="loss", title="Loss")
-    left.legend()
-    for key in history[0]:
-        if key.startswith("val_") and key != "val_loss":
-            right.plot(epochs, [row[key] for row in history], marker="o", label=key[4:])
-    right.set(xlabel="epoch", ylim=(0, 1), title="Validation")
-    right.legend()
-    figure.tight_layout()
-    buffer = _io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    write_bytes(path, buffer.getvalue())

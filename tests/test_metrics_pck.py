@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from lesiontrack.metrics import (
-    carry_points, endpoint_error, instance_centroids, lesion_match_accuracy, pck, pck_curve,
-    sample_flow, sample_keypoints_from_flow)
+    carry_points, correct_fraction, endpoint_error, endpoint_errors, instance_centroids,
+    lesion_match_accuracy, pck_curve, sample_keypoints_from_flow)
 
 TRUE = np.array([[0, 0], [10, 10], [20, 20], [30, 30]], float)
 # errors 0, 5, 10, 20 px
@@ -20,17 +20,43 @@ PRED = TRUE + np.array([[0, 0], [3, 4], [6, 8], [0, 20]], float)
     (0.01, 1000, 0.75),  # 10 px tolerance at a larger diagonal
 ])
 def test_pck_table(alpha, diagonal, expected):
-    assert pck(PRED, TRUE, alpha=alpha, diagonal=diagonal) == expected
+    assert pck_curve(PRED, TRUE, alphas=[alpha], diagonal=diagonal)[0] == expected
 
 
 def test_pck_per_point_diagonal_and_curve():
-    assert pck(PRED, TRUE, alpha=0.1, diagonal=[100, 100, 50, 400]) == 0.75
+    # Tolerances 10, 10, 5, 40 px for errors 0, 5, 10, 20: the third point misses.
+    assert pck_curve(PRED, TRUE, alphas=[0.1], diagonal=[100, 100, 50, 400])[0] == 0.75
     np.testing.assert_array_equal(
         pck_curve(PRED, TRUE, alphas=[0.0, 0.05, 0.1, 0.2], diagonal=100),
         [0.25, 0.5, 0.75, 1.0])
-    assert np.isnan(pck(np.zeros((0, 2)), np.zeros((0, 2)), alpha=0.1, diagonal=10))
+    assert np.isnan(pck_curve(np.zeros((0, 2)), np.zeros((0, 2)), alphas=[0.1], diagonal=10)).all()
     with pytest.raises(ValueError):
-        pck(PRED[:3], TRUE, alpha=0.1, diagonal=100)
+        pck_curve(PRED[:3], TRUE, alphas=[0.1], diagonal=100)
+    with pytest.raises(ValueError, match="diagonal"):
+        pck_curve(PRED, TRUE, alphas=[0.1], diagonal=[100, 100])
+
+
+def test_correct_fraction_counts_the_boundary():
+    # The PCK rule is error <= alpha * L: an error of exactly 5 px at 0.05 x 100 counts.
+    np.testing.assert_array_equal(correct_fraction([5.0, 5.0 + 1e-9], alphas=[0.05], diagonal=100),
+                                  [0.5])
+    assert np.isnan(correct_fraction([], alphas=[0.1], diagonal=1)).all()
+
+
+def test_endpoint_errors_per_pixel():
+    flow = np.zeros((10, 10, 2))
+    true = np.zeros((10, 10, 2))
+    flow[0, :, 0] = 3.0  # one row off by 3 px
+    errors = endpoint_errors(flow, true)
+    assert errors.shape == (10, 10)
+    np.testing.assert_array_equal(errors[0], 3.0)
+    np.testing.assert_array_equal(errors[1:], 0.0)
+    assert endpoint_error(flow, true) == pytest.approx(0.3)
+    # Diagonal of 10 x 10 is 14.14: 3 px is within 0.25 x but not 0.2 x of it.
+    np.testing.assert_allclose(correct_fraction(errors.ravel(), alphas=[0.2, 0.25],
+                                                diagonal=np.hypot(10, 10)), [0.9, 1.0])
+    with pytest.raises(ValueError):
+        endpoint_errors(flow, true[..., :1])
 
 
 def test_endpoint_error_table():
@@ -47,14 +73,12 @@ def test_endpoint_error_table():
         endpoint_error(flow, true[:1])
 
 
-def test_sample_flow_and_carry_points_bilinear():
+def test_carry_points_bilinear():
     flow = np.zeros((3, 4, 2))
     flow[..., 0] = np.arange(4)[None, :]        # dx = x
     flow[..., 1] = 10 * np.arange(3)[:, None]   # dy = 10 y
-    points = np.array([[0.5, 0.0], [3.0, 2.0], [1.25, 1.5], [9.0, -1.0]])
-    np.testing.assert_allclose(sample_flow(flow, points),
-                               [[0.5, 0.0], [3.0, 20.0], [1.25, 15.0], [3.0, 0.0]])
-    np.testing.assert_allclose(carry_points(flow, points[:3]),
+    points = np.array([[0.5, 0.0], [3.0, 2.0], [1.25, 1.5]])
+    np.testing.assert_allclose(carry_points(flow, points),
                                [[1.0, 0.0], [6.0, 22.0], [2.5, 16.5]])
 
 

@@ -40,7 +40,8 @@ import numpy as np
 from scipy import sparse
 
 from lesiontrack.baselines.siftflow import (
-    descriptor_cost, dual_layer_bp, grid_edges, resize_flow, working_descriptors)
+    descriptor_cost, dual_layer_bp, grid_edges, working_descriptors)
+from lesiontrack.imaging import pad_to_stride, resize_flow
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +160,13 @@ def dsp(image0: np.ndarray, image1: np.ndarray, *, max_side: int = 256, levels: 
                            anchor=flat_offsets.astype(np.float32),
                            iterations=pixel_iterations, damping=damping)
     flow = (flat_offsets + labels).reshape(work_height, work_width, 2).astype(np.float32)
-    return resize_flow(flow, width, height)
+    return resize_flow(flow, (width, height))
 
 
 def _block_mean(image, factor):
     """Mean over factor x factor blocks (the last partial blocks included)."""
     if factor == 1:
         return image
-    height, width = image.shape[:2]
-    pad_height, pad_width = -height % factor, -width % factor
-    padded = np.pad(image, ((0, pad_height), (0, pad_width), (0, 0)), mode="edge")
+    padded, _ = pad_to_stride(image, factor, mode="edge")
     shape = (padded.shape[0] // factor, factor, padded.shape[1] // factor, factor, image.shape[2])
     return padded.reshape(shape).mean(axis=(1, 3)).astype(np.float32)

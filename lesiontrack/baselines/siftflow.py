@@ -38,6 +38,8 @@ import cv2
 import numpy as np
 from scipy import sparse
 
+from lesiontrack.imaging import resize_flow, resize_image
+
 log = logging.getLogger(__name__)
 
 SIFT_CHANNELS = 128
@@ -272,8 +274,8 @@ def working_descriptors(image0, image1, *, max_side, cell_size):
     if image1.shape[:2] != image0.shape[:2]:
         raise ValueError(f"images differ in size: {image0.shape} and {image1.shape}")
     size = working_size(image0.shape, max_side)
-    return tuple(dense_sift(cv2.resize(image, size, interpolation=cv2.INTER_AREA),
-                            cell_size=cell_size) for image in (image0, image1))
+    return tuple(dense_sift(resize_image(image, size), cell_size=cell_size)
+                 for image in (image0, image1))
 
 
 def working_size(shape, max_side: int) -> tuple[int, int]:
@@ -281,15 +283,6 @@ def working_size(shape, max_side: int) -> tuple[int, int]:
     height, width = shape[:2]
     scale = min(1.0, max_side / max(height, width))
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def resize_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bilinear resize of a flow field, with its vectors rescaled to the new pixel size."""
-    old_height, old_width = flow.shape[:2]
-    resized = cv2.resize(flow.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    resized[..., 0] *= width / old_width
-    resized[..., 1] *= height / old_height
-    return resized
 
 
 def siftflow(image0: np.ndarray, image1: np.ndarray, *, max_side: int = 256, levels: int = 4,
@@ -335,7 +328,7 @@ def siftflow(image0: np.ndarray, image1: np.ndarray, *, max_side: int = 256, lev
             offsets = np.zeros((level_height, level_width, 2), np.int64)
             half, sweeps = top_window, top_iterations
         else:
-            offsets = np.rint(resize_flow(flow, level_width, level_height)).astype(np.int64)
+            offsets = np.rint(resize_flow(flow, (level_width, level_height))).astype(np.int64)
             half, sweeps = window, iterations
         cost = descriptor_cost(descriptors0, descriptors1, window=half, offsets=offsets,
                                truncation=data_truncation)
@@ -346,4 +339,4 @@ def siftflow(image0: np.ndarray, image1: np.ndarray, *, max_side: int = 256, lev
         flow = flow.astype(np.float32)
         log.debug("SIFT Flow level %d (%dx%d): median |w| %.1f px", level, level_width,
                   level_height, float(np.median(np.hypot(flow[..., 0], flow[..., 1]))))
-    return resize_flow(flow, width, height)
+    return resize_flow(flow, (width, height))

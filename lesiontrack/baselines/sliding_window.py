@@ -29,6 +29,7 @@ import numpy as np
 from scipy.optimize import minimize
 from tqdm import tqdm
 
+from lesiontrack.imaging import check_image
 from synth.io import InputError, atomic_path, read_image, read_manifest, present_lesions
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,7 @@ def _box(channels: np.ndarray, size: int) -> np.ndarray:
 
 def _prepare(image: np.ndarray) -> np.ndarray:
     """Per-pixel channels whose window means make the features: Lab, Lab^2, |grad L|."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    image = check_image(image, "image", min_side=1)
     lab = _lab(image)
     light = lab[:, :, 0]
     gradient = np.hypot(cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3),

@@ -8,7 +8,6 @@ its stride, tiled when large), turns the heatmap into lesions
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lesiontrack.detection.proposals import heatmap_to_lesions
-from lesiontrack.imaging import pad_to_stride
-from lesiontrack.model_cache import cached_model, graph_function, resolve_weights
+from lesiontrack.detection.proposals import heatmap_to_lesions, lesion_probability
+from lesiontrack.imaging import check_image, pad_to_stride
+from lesiontrack.model_cache import cached_model, graph_function, resolve_weights, weights_id
 from synth.io import InputError, read_image, write_image, write_json
 
 log = logging.getLogger(__name__)
@@ -60,9 +59,7 @@ def predict_heatmap(model, image, *, max_pixels=MAX_PIXELS, tile=TILE, margin=TI
     ndarray
         float32 (H, W, 3): P(background), P(benign), P(malignant).
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    image = check_image(image, "image", min_side=1)
     from lesiontrack.detection.model import model_stride
 
     stride = model_stride(model)
@@ -206,14 +203,8 @@ def heatmap_image(probabilities, *, colormap="inferno"):
     """P(lesion) as a colour-mapped RGB uint8 (H, W, 3) picture (0 dark, 1 bright)."""
     from matplotlib import colormaps
 
-    p_lesion = np.clip(probabilities[..., 1] + probabilities[..., 2], 0.0, 1.0)
+    p_lesion = np.clip(lesion_probability(probabilities), 0.0, 1.0)
     return (colormaps[colormap](p_lesion)[..., :3] * 255 + 0.5).astype(np.uint8)
-
-
-def _weights_id(path):
-    """Name and short SHA-256 of a weights file, for provenance in the outputs."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
-    return {"path": str(path), "sha256": digest}
 
 
 def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="json",  # noqa: A002
@@ -268,7 +259,7 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     from lesiontrack.detection.skin import photo_skin
 
     model = load_detector(weights)
-    weights_info = _weights_id(resolve_weights(weights, "detector"))
+    weights_info = weights_id(resolve_weights(weights, "detector"))
     out_dir = Path(out_dir)
     results = {}
     coco_images, coco_annotations = [], []

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from lesiontrack.baselines.opencv_flow import dis
-from lesiontrack.imaging import resize_flow
+from lesiontrack.imaging import resize_flow, resize_image
 from synth.io import InputError, load_sample, read_image, read_manifest
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,23 @@ def synthetic_pair(image0, *, rng, strength_range=(0.4, 1.3)):
     return image1, transform.flow().astype(np.float32), np.asarray(transform.valid(), bool)
 
 
+def pack_target(flow, valid) -> np.ndarray:
+    """Flow float (..., 2) and validity (...) as one float32 training target (..., 3).
+
+    The target layout of :class:`lesiontrack.tracking.losses.RobustEPELoss` and
+    :class:`lesiontrack.tracking.losses.EndPointError`: dx, dy, valid (0/1).
+    """
+    return np.concatenate([np.asarray(flow, np.float32),
+                           np.asarray(valid, np.float32)[..., None]], -1)
+
+
 def resize_pair(image0, image1, flow, valid, factor):
     """Resize a pair and its flow by ``factor`` (flow values scale with the image)."""
     if factor == 1.0:
         return image0, image1, flow, valid
     height, width = image0.shape[:2]
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    image0 = cv2.resize(image0, size, interpolation=interpolation)
-    image1 = cv2.resize(image1, size, interpolation=interpolation)
+    image0, image1 = resize_image(image0, size), resize_image(image1, size)
     flow = resize_flow(flow, size)
     # A resized pixel is valid only where all the pixels it mixes were valid.
     valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.999
@@ -219,8 +227,7 @@ def iterate_examples(root, records, *, seed, crop=DEFAULT_CROP, scale_range=DEFA
             image0, image1, flow, valid = augment_pair(*pair, rng=rng, crop=crop,
                                                        scale_range=scale_range, flip=flip,
                                                        coarse=coarse)
-            target = np.concatenate([flow, valid[..., None].astype(np.float32)], -1)
-            yield image0, image1, target
+            yield image0, image1, pack_target(flow, valid)
 
 
 def make_dataset(root, records, *, batch_size=8, seed=0, crop=DEFAULT_CROP,

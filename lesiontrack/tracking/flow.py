@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from lesiontrack.baselines.opencv_flow import deepflow, dis
-from lesiontrack.imaging import check_image
+from lesiontrack.imaging import check_image, resize_flow, resize_image
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ def estimate_flow(image0: np.ndarray, image1: np.ndarray, *, method: str = "net"
     ----------
     image0, image1 : ndarray
         uint8 RGB (H, W, 3) and (H1, W1, 3). If image1's size differs, it is resized to
-        image0's size for matching and the flow is rescaled so that it points into image1's own
-        pixel grid: x1 = (x0 + dx') * W1 / W, with dx' the flow between the equal-size images.
+        image0's size for matching and the flow is mapped into image1's own pixel grid by
+        :func:`lesiontrack.imaging.resize_flow` (pixel centres, as ``cv2.resize``):
+        x1 = (x0 + dx' + 0.5) * W1 / W - 0.5, with dx' the flow between the equal-size images.
     method : str
         One of :data:`METHODS`.
     **options
@@ -64,19 +65,13 @@ def estimate_flow(image0: np.ndarray, image1: np.ndarray, *, method: str = "net"
     image1 = check_image(image1, "image1")
     height, width = image0.shape[:2]
     height1, width1 = image1.shape[:2]
-    resized = (height1, width1) != (height, width)
-    if resized:
-        image1 = cv2.resize(image1, (width, height), interpolation=cv2.INTER_AREA
-                            if width1 * height1 > width * height else cv2.INTER_LINEAR)
-    flow = np.asarray(_METHODS[method](image0, image1, **options), np.float32)
+    flow = np.asarray(_METHODS[method](image0, resize_image(image1, (width, height)), **options),
+                      np.float32)
     if flow.shape != (height, width, 2):
         raise RuntimeError(f"method {method!r} returned flow of shape {flow.shape}, "
                            f"expected {(height, width, 2)}")
-    if resized:
-        columns = np.arange(width, dtype=np.float32)[None, :]
-        rows = np.arange(height, dtype=np.float32)[:, None]
-        flow[..., 0] = (columns + flow[..., 0]) * (width1 / width) - columns
-        flow[..., 1] = (rows + flow[..., 1]) * (height1 / height) - rows
+    if (height1, width1) != (height, width):
+        flow = resize_flow(flow, (width, height), target_size=(width1, height1))
     return flow
 
 

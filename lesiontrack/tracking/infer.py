@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import math
 
-import cv2
 import numpy as np
 
 from lesiontrack.baselines.opencv_flow import dis
-from lesiontrack.imaging import check_image
+from lesiontrack.imaging import check_image, pad_to_stride, resize_flow, resize_image
 from lesiontrack.model_cache import cached_model, graph_function
 
 log = logging.getLogger(__name__)
@@ -80,8 +79,9 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
     Parameters
     ----------
     image0, image1 : ndarray, uint8 (H, W, 3)
-        The two visits, RGB. If ``image1`` has another size it is resized to ``image0``'s for
-        the network and the flow is mapped back to ``image1``'s pixels.
+        The two visits, RGB. Both are resized to one working size for the network and the
+        flow is mapped back with :func:`lesiontrack.imaging.resize_flow` (pixel centres, as
+        ``cv2.resize``): from ``image0``'s pixels into ``image1``'s, whatever their sizes.
     weights : "default", path-like or keras.Model
         The packaged weights, a ``.keras`` file from ``lesiontrack train tracker`` or a built
         model (:func:`lesiontrack.tracking.model.Tracker`). A ``"refine"`` model runs DIS
@@ -103,37 +103,23 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
     model = load_tracker(weights)
     height, width = image0.shape[:2]
     height1, width1 = image1.shape[:2]
-    if (height1, width1) != (height, width):
-        image1 = cv2.resize(image1, (width, height), interpolation=cv2.INTER_AREA)
     factor = 1.0
     if max_diagonal and math.hypot(width, height) > max_diagonal:
         factor = max_diagonal / math.hypot(width, height)
-    work0, work1 = image0, image1
-    if factor != 1.0:
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        work0 = cv2.resize(image0, size, interpolation=cv2.INTER_AREA)
-        work1 = cv2.resize(image1, size, interpolation=cv2.INTER_AREA)
-    work_height, work_width = work0.shape[:2]
+    # Both photos go straight to the working size; the flow comes back in one resize.
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    work0, work1 = resize_image(image0, size), resize_image(image1, size)
     variant = model_variant(model)
     coarse = None
     if variant == "refine":
         # Coarse-to-fine: the network sees image1 warped by DIS and returns the residual.
         coarse, work1 = coarse_flow(work0, work1)
     stride = stride_of(variant)
-    pad = ((0, -work_height % stride), (0, -work_width % stride), (0, 0))
-    batch0 = np.pad(work0, pad, mode="edge")[None].astype(np.float32)
-    batch1 = np.pad(work1, pad, mode="edge")[None].astype(np.float32)
-    flow = np.asarray(_predictor(model)(batch0, batch1))[0, :work_height, :work_width]
-    flow = flow.astype(np.float32)
+    batch0, (work_height, work_width) = pad_to_stride(work0, stride, mode="edge")
+    batch1, _ = pad_to_stride(work1, stride, mode="edge")
+    flow = np.asarray(_predictor(model)(batch0[None].astype(np.float32),
+                                        batch1[None].astype(np.float32)))
+    flow = flow[0, :work_height, :work_width].astype(np.float32)
     if coarse is not None:
         flow = flow + coarse
-    if (work_height, work_width) != (height, width):
-        scale = np.array([width / work_width, height / work_height], np.float32)
-        flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * scale
-    if (height1, width1) != (height, width):
-        # Targets were found in image1 resized to image0's size: map them to image1's pixels.
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-        sx, sy = width1 / width, height1 / height
-        flow = np.stack([(xs + flow[..., 0] + 0.5) * sx - 0.5 - xs,
-                         (ys + flow[..., 1] + 0.5) * sy - 0.5 - ys], -1)
-    return np.ascontiguousarray(flow, np.float32)
+    return resize_flow(flow, (width, height), target_size=(width1, height1))

@@ -1,4 +1,4 @@
-"""Tracker loss: robust end-point error on valid pixels, and the flow metrics used in training.
+"""Tracker loss: robust end-point error on valid pixels, and its Keras forms for training.
 
 The per-pixel end-point error (EPE) ``e = ||f - f_gt||_2`` is passed through the generalised
 Charbonnier penalty ``rho(e) = (e^2 + eps^2)^alpha`` (Sun, Roth and Black, "A quantitative
@@ -11,10 +11,13 @@ ground truth is valid (eq. 1)::
 alpha = 0.5 gives the classic Charbonnier, a differentiable L1 of the EPE; alpha < 0.5 is
 sub-linear and lowers the pull of occluded or badly warped pixels.
 
-Targets for Keras pack flow and validity into one tensor (B, H, W, 3): dx, dy, valid (0/1).
+Targets for Keras pack flow and validity into one tensor (B, H, W, 3): dx, dy, valid (0/1)
+(:func:`lesiontrack.tracking.data.pack_target`).
 
-The numpy functions are the reference; :class:`RobustEPELoss` is the same maths in
-``keras.ops`` for training.
+:func:`robust_epe` is the numpy reference (on :func:`lesiontrack.metrics.endpoint_errors`,
+the one EPE definition); :class:`RobustEPELoss` is the same maths in ``keras.ops`` for
+training and :class:`EndPointError` the mean EPE as a Keras metric. PCK and the mean EPE as
+figures are in :mod:`lesiontrack.metrics`.
 """
 from __future__ import annotations
 
@@ -22,25 +25,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from lesiontrack.metrics import endpoint_errors
+
 ALPHA = 0.45
 EPSILON = 1e-3
-
-
-def endpoint_error(flow_pred, flow_true) -> np.ndarray:
-    """Per-pixel end-point error ``||f - f_gt||_2``.
-
-    Parameters
-    ----------
-    flow_pred, flow_true : ndarray
-        float (..., 2), channel 0 = dx.
-
-    Returns
-    -------
-    ndarray
-        float64 (...).
-    """
-    difference = np.asarray(flow_pred, np.float64) - np.asarray(flow_true, np.float64)
-    return np.sqrt((difference ** 2).sum(-1))
 
 
 def robust_epe(flow_pred, flow_true, valid=None, *, alpha=ALPHA, epsilon=EPSILON) -> float:
@@ -60,36 +48,10 @@ def robust_epe(flow_pred, flow_true, valid=None, *, alpha=ALPHA, epsilon=EPSILON
     float
         0 when no pixel is valid.
     """
-    error = endpoint_error(flow_pred, flow_true)
+    error = endpoint_errors(flow_pred, flow_true)
     weights = np.ones_like(error) if valid is None else np.asarray(valid, np.float64)
     penalty = (error ** 2 + epsilon ** 2) ** alpha
     return float((weights * penalty).sum() / max(weights.sum(), 1.0))
-
-
-def mean_epe(flow_pred, flow_true, valid=None) -> float:
-    """Mean end-point error in pixels over valid pixels (NaN when none is valid)."""
-    error = endpoint_error(flow_pred, flow_true)
-    mask = np.ones(error.shape, bool) if valid is None else np.asarray(valid, bool)
-    return float(error[mask].mean()) if mask.any() else float("nan")
-
-
-def pck(flow_pred, flow_true, valid=None, *, fraction=0.05, diagonal=None) -> float:
-    """Percentage of correct keypoints: share of valid pixels with EPE < fraction x diagonal.
-
-    ``diagonal`` defaults to the diagonal of the flow field's image (H, W). NaN when no
-    pixel is valid.
-    """
-    error = endpoint_error(flow_pred, flow_true)
-    if diagonal is None:
-        diagonal = float(np.hypot(*np.shape(flow_true)[-3:-1]))
-    mask = np.ones(error.shape, bool) if valid is None else np.asarray(valid, bool)
-    return float((error[mask] < fraction * diagonal).mean()) if mask.any() else float("nan")
-
-
-def pack_target(flow, valid) -> np.ndarray:
-    """Flow (..., 2) and validity (...) as one float32 target (..., 3)."""
-    return np.concatenate([np.asarray(flow, np.float32),
-                           np.asarray(valid, np.float32)[..., None]], -1)
 
 
 @keras.saving.register_keras_serializable(package="lesiontrack")

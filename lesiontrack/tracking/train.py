@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lesiontrack.training import TrainingFiles, fit, mixed_precision as mixed_precision_policy
+from lesiontrack.training import fit, mixed_precision as mixed_precision_policy
 from synth.io import InputError
 
 log = logging.getLogger(__name__)
+
+VALIDATION_ALPHAS = (0.01, 0.05, 0.1)
 
 
 def evaluate_flow(model, root, records, *, limit=32, max_diagonal=None) -> dict:
@@ -35,29 +37,33 @@ def evaluate_flow(model, root, records, *, limit=32, max_diagonal=None) -> dict:
     Returns
     -------
     dict
-        ``epe``, ``pck01``, ``pck05``, ``pck10``, ``loss``; averages over pixels of all pairs.
+        ``epe``, ``pck01``, ``pck05``, ``pck10``, ``loss``: EPE and PCK over the valid pixels
+        of all pairs pooled (:mod:`lesiontrack.metrics`: a pixel is correct when its error is
+        ``<=`` alpha x its pair's diagonal), loss the mean over pairs.
     """
+    from lesiontrack.metrics import correct_fraction, endpoint_errors
     from lesiontrack.tracking.data import load_pair
     from lesiontrack.tracking.infer import predict_flow
-    from lesiontrack.tracking.losses import endpoint_error, robust_epe
+    from lesiontrack.tracking.losses import robust_epe
 
-    errors, relative, losses = [], [], []
+    errors, diagonals, losses = [], [], []
     for record in records[:limit]:
         image0, image1, flow, valid = load_pair(root, record)
         predicted = predict_flow(image0, image1, weights=model, max_diagonal=max_diagonal)
         if not valid.any():
             continue
-        error = endpoint_error(predicted, flow)[valid]
+        error = endpoint_errors(predicted, flow)[valid]
         errors.append(error)
-        relative.append(error / float(np.hypot(*valid.shape)))
+        diagonals.append(np.full(error.shape, np.hypot(*valid.shape)))
         losses.append(robust_epe(predicted, flow, valid))
     if not errors:
         return {"epe": float("nan"), "pck01": float("nan"), "pck05": float("nan"),
                 "pck10": float("nan"), "loss": float("nan")}
-    errors, relative = np.concatenate(errors), np.concatenate(relative)
-    return {"epe": float(errors.mean()), "pck01": float((relative < 0.01).mean()),
-            "pck05": float((relative < 0.05).mean()), "pck10": float((relative < 0.1).mean()),
-            "loss": float(np.mean(losses))}
+    errors = np.concatenate(errors)
+    pck01, pck05, pck10 = correct_fraction(errors, alphas=VALIDATION_ALPHAS,
+                                           diagonal=np.concatenate(diagonals))
+    return {"epe": float(errors.mean()), "pck01": float(pck01), "pck05": float(pck05),
+            "pck10": float(pck10), "loss": float(np.mean(losses))}
 
 
 def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, crop=256, seed=0,
@@ -109,7 +115,6 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
     """
     import keras
 
-    from lesiontrack.plots import plot_training_curves
     from lesiontrack.tracking import model as siamese
     from lesiontrack.tracking.data import make_dataset, pair_records
     from lesiontrack.tracking.losses import EndPointError, RobustEPELoss
@@ -154,10 +159,6 @@ def train_tracker(dataset, out, *, init=None, epochs=10, steps=100, batch=8, cro
               "frozen": list(frozen), "mixed_precision": mixed_precision}
     _, history = fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
                              monitor="epe", mode="min", config=config)
-    files = TrainingFiles.beside(out)
-    if files.log.is_file():
-        # One panel per figure: EPE is in pixels, not on the [0, 1] scale of the PCKs.
-        plot_training_curves(files.log, files.plot)
     return history
 
 

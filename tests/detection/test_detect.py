@@ -92,12 +92,3 @@ def test_cli_bad_weights(photo, tmp_path):
     result = CliRunner().invoke(main, ["detect", str(tmp_path / "skin.png"), "--out",
                                        str(tmp_path / "out"), "--weights", str(tmp_path / "w.keras")])
     assert result.exit_code == 1 and "w.keras" in result.output
-
-
-def test_package_import_does_not_load_tensorflow():
-    import subprocess
-    import sys
-
-    code = "import sys, lesiontrack; assert 'tensorflow' not in sys.modules; print('ok')"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "ok", result.stderr

@@ -109,3 +109,30 @@ def test_real_lesion_recall_counts_clear_lesions_only(tmp_path):
     figures = real_lesion_recall(darkness_detector(), tmp_path, ["tile"])
     assert figures == {"real_recall": 0.5, "real_detections": 1.0}
     keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("flip, expected", [
+    (False, {"accuracy": 1.0, "iou_benign": 1.0, "iou_malignant": 1.0, "mean_iou": 1.0,
+             "lesion_iou": 1.0, "auc": 1.0}),
+    # Background and lesions swapped: every labelled pixel wrong, lesion ranked below skin.
+    (True, {"accuracy": 0.0, "iou_benign": 0.0, "iou_malignant": 0.0, "mean_iou": 0.0,
+            "lesion_iou": 0.0, "auc": 0.0}),
+])
+def test_evaluate_segmentation_known_answers(flip, expected):
+    from lesiontrack.detection.train import evaluate_segmentation
+
+    keras.backend.clear_session()
+    # A "detector" whose probabilities are the photo / 255: the photo spells out the answer.
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Rescaling(1.0 / 255.0)(inputs))
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:3, :3], labels[5:, 5:], labels[0, 7] = 1, 2, 255
+    classes = np.where(labels == 255, 0, labels)
+    if flip:  # background -> malignant, lesions -> background
+        classes = np.where(classes == 0, 2, 0)
+    image = (np.eye(3, dtype=np.float32)[classes] * 255.0)[None]
+    figures = evaluate_segmentation(model, [(image, labels)], loss=lambda p, y: float(p.sum()))
+    assert figures["loss"] == pytest.approx(64.0)  # one-hot probabilities sum to one per pixel
+    for key, value in expected.items():
+        assert figures[key] == pytest.approx(value), key
+    keras.backend.clear_session()

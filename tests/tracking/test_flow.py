@@ -27,9 +27,14 @@ def test_image1_of_another_size_maps_into_its_pixels(shifted_pair):
     image1 = np.repeat(np.repeat(image0, 2, axis=0), 2, axis=1)  # same scene, twice the size
     flow = estimate_flow(image0, image1, method="zero")
     columns, rows = np.meshgrid(np.arange(64), np.arange(64))
-    # x1 = (x0 + 0) * 2  ->  dx = x0
-    np.testing.assert_allclose(flow[..., 0], columns)
-    np.testing.assert_allclose(flow[..., 1], rows)
+    # Pixel x0 covers pixels 2 x0 and 2 x0 + 1 of image1: its centre is at 2 x0 + 0.5
+    # (pixel-centre convention of cv2.resize), so dx = x0 + 0.5.
+    np.testing.assert_allclose(flow[..., 0], columns + 0.5)
+    np.testing.assert_allclose(flow[..., 1], rows + 0.5)
+    # The true flow of that pair carries every pixel onto the pixels of image1 it covers.
+    carried = np.stack([columns + flow[..., 0], rows + flow[..., 1]], -1)
+    np.testing.assert_array_equal(image1[np.floor(carried[..., 1]).astype(int),
+                                         np.floor(carried[..., 0]).astype(int)], image0)
 
 
 def test_net_dispatches_to_the_tracker(shifted_pair, monkeypatch):
@@ -61,12 +66,25 @@ def test_invalid_images_raise(bad):
         estimate_flow(good, bad, method="zero")
 
 
-def test_unknown_method_raises():
+def test_unknown_method_raises_naming_the_choices():
     image = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(ValueError, match="unknown flow method"):
+    with pytest.raises(ValueError, match="unknown flow method 'raft'; choose one of "
+                                         "net, siftflow, dsp, deepflow, dis, zero$"):
         estimate_flow(image, image, method="raft")
-    assert set(METHODS) == {"net", "siftflow", "dsp", "deepflow", "dis", "zero"}
-    assert set(flow_module._METHODS) == set(METHODS)
+
+
+def test_every_method_is_dispatched_and_offered_by_the_cli():
+    from lesiontrack.cli import flow_command
+
+    # Every listed method has an implementation and the command offers exactly those.
+    assert list(flow_module._METHODS) == list(METHODS)
+    method = next(p for p in flow_command.params if p.name == "method")
+    assert tuple(method.type.choices) == METHODS
+
+
+def test_zero_method_is_zero(shifted_pair):
+    image0, image1 = shifted_pair(size=32, shift=(3, 1))
+    np.testing.assert_array_equal(estimate_flow(image0, image1, method="zero"), 0.0)
 
 
 def test_flow_to_color():

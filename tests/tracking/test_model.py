@@ -143,11 +143,24 @@ def test_one_training_step(trackers, variant, head):
     model = trackers[variant]  # the cost-volume variant trains in test_tracker's CLI test
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=RobustEPELoss(),
                   metrics=[EndPointError()])
+    from lesiontrack.metrics import endpoint_errors
+    from lesiontrack.tracking.losses import robust_epe
+
     x = _images()
     target = np.zeros((2, 64, 64, 3), np.float32)
     target[..., 0], target[..., 2] = 3.0, 1.0
+    target[:, :8, :, 2] = 0.0  # a band of invalid pixels that must not count
+    # The step's loss and EPE are those of the forward pass before the update (batch
+    # statistics in the normalisation layers, as in training).
+    predicted = np.asarray(model([x, x], training=True))
     before = [w.copy() for w in model.get_layer(head).get_weights()]
     logs = model.train_on_batch([x, x], target, return_dict=True)
-    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+    valid = target[..., 2] > 0
+    assert logs["loss"] == pytest.approx(robust_epe(predicted, target[..., :2], valid), rel=1e-4)
+    assert logs["epe"] == pytest.approx(endpoint_errors(predicted, target[..., :2])[valid].mean(),
+                                        rel=1e-4)
+    if variant == "refine":  # zero residual at initialisation: the known answer of eq. 1
+        assert logs["loss"] == pytest.approx((9.0 + 1e-6) ** 0.45, rel=1e-5)
+        assert logs["epe"] == pytest.approx(3.0, rel=1e-6)
     after = model.get_layer(head).get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
