@@ -1,6 +1,7 @@
 """Tests of the visit report: HTML builder, close-ups, scale lookup, browser rendering."""
 import base64
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -179,6 +180,32 @@ def test_pair_report_rows(shifted_pair):
     assert [row["attrs"]["data-id"] for row in page.tables["new"]] == ["4"]
     # Pair figure, two close-ups per match and per gone lesion, one per new lesion.
     assert len(page.images) == 1 + 2 * 2 + 2 + 1
+
+
+def test_pair_report_header(shifted_pair):
+    from lesiontrack.tracking.match import match_lesions
+
+    image0, image1, flow, lesions0, lesions1 = _pair(shifted_pair)
+    result = match_lesions(image0, image1, flow=flow, lesions0=lesions0, lesions1=lesions1)
+    result.update(title="Back", created="2026-12-01T09:30:00+01:00",
+                  images=["/data/patient/visit1.jpg", "/data/patient/visit2.jpg"],
+                  sizes=[[96, 96], [96, 96]], mm_per_px=0.4, scale_source="given",
+                  detector={"weights": {"path": "/w/detector.keras", "sha256": "abc123"},
+                            "threshold": 0.45, "classifier": None},
+                  tracker={"method": "dis", "weights": None})
+    text = report_html(result, [image0, image1], flow=flow)
+    meta = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", text))
+    assert meta["Date of the run"] == "2026-12-01 09:30 (UTC+01:00)"
+    assert meta["First visit"] == "visit1.jpg (96\u00d796 px)"
+    assert meta["Second visit"] == "visit2.jpg (96\u00d796 px)"
+    assert meta["Detector weights"] == "detector.keras (sha256 abc123)"
+    assert meta["Malignancy classifier"] == "none (the detector&#x27;s malignancy)"
+    assert meta["Lesion threshold"] == "P(lesion) \u2265 0.45"
+    assert meta["Flow method"] == "dis"
+    assert "\u00d71.5" in meta["Change thresholds"]
+    assert "\u0394E &gt; 12" in meta["Change thresholds"]
+    assert meta["Scale"] == "0.4 mm per pixel (given)"
+    assert "/data/patient" not in text
 
 
 def test_aligned_closeup_undoes_the_flow(shifted_pair):
