@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from synth.cli import InputErrorGroup
+from synth.io import InputError
 
 
 _TENSORFLOW_COMMANDS = {"detect", "match", "train", "evaluate", "flow", "report"}
@@ -29,6 +30,27 @@ def _import_tensorflow_quietly():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _output_folder(ctx, param, path):
+    """An ``--out`` folder: InputError when a file of that name is in the way."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder")
+    return path
+
+
+def _read_photo(path):
+    """A photo as uint8 RGB (H, W, 3); InputError naming the file when it cannot be used."""
+    from synth.io import read_image
+
+    from lesiontrack.imaging import MIN_SIDE
+
+    image = read_image(path)
+    height, width = image.shape[:2]
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InputError(f"{path}: {width}x{height} pixels is too small; need at least "
+                         f"{MIN_SIDE}x{MIN_SIDE}")
+    return image
 
 
 @click.group(cls=InputErrorGroup)
@@ -52,7 +74,7 @@ def train():
 
 @main.group()
 def evaluate():
-    """Evaluate detection on a held-out split or annotated photos (tracking: bin/pck-benchmark)."""
+    """Evaluate detection or tracking on held-out data with known answers."""
 
 
 @train.command("detector")
@@ -103,7 +125,7 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
 
 @main.command("detect")
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder,
               help="Folder for <photo>.json, <photo>_overlay.png, <photo>_heatmap.png.")
 @click.option("--weights", default="default", show_default=True,
               help="Detector weights (.keras) or 'default'.")
@@ -145,7 +167,7 @@ def train_baseline(dataset, out, split, limit, seed):
 
 @evaluate.command("detection")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder,
               help="Folder for the figures, metrics.json and summary.md.")
 @click.option("--split", default="test", show_default=True,
               help="Split of a synthesized dataset (ignored for COCO photo folders).")
@@ -165,6 +187,58 @@ def evaluate_detection_command(dataset, out, split, weights, baseline, limit, se
     evaluate_detection(dataset, out, split=split, weights=weights, baseline=baseline,
                        limit=limit, seed=seed)
     click.echo((out / "summary.md").read_text(), nl=False)
+
+
+@evaluate.command("tracking")
+@click.argument("pairs", type=click.Path(path_type=Path))
+@click.option("--methods", default="net,siftflow,dsp,deepflow,dis", show_default=True,
+              help="Comma-separated flow methods: net, siftflow, dsp, deepflow, dis, zero, or "
+                   "true (the pairs' own true flow, a check of the evaluation).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder,
+              help="Folder for report.md, report.json and pck.png.")
+@click.option("--split", default="test", show_default=True,
+              help="Split of a synthesized dataset (ignored for a folder of real pairs).")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N pairs.")
+@click.option("--stereo", is_flag=True,
+              help="Also evaluate on the Middlebury motorcycle stereo pair (out of domain).")
+@click.option("--weights", default="default", show_default=True,
+              help="Tracker weights (.keras) or 'default' (method net).")
+@click.option("--detector-weights", default="default", show_default=True,
+              help="Detector of the end-to-end match figures (.keras), 'default', or 'none'.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Detector P(lesion) threshold, as `lesiontrack match`.")
+@click.option("--alphas", default="0.01,0.02,0.05,0.1", show_default=True,
+              help="Comma-separated PCK tolerances (fractions of the image diagonal).")
+@click.option("--skin", "n_skin", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Random skin keypoints per synthesized pair.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the keypoint sampling.")
+@click.option("--linear", is_flag=True, help="Linear alpha axis in pck.png (default: log).")
+def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights,
+                              detector_weights, threshold, alphas, n_skin, seed, linear):
+    """PCK, end-point error and lesion matching of flow methods on PAIRS.
+
+    PAIRS is a synthesized dataset (``synth make-dataset --pairs``) or a folder of real pairs:
+    <pair>_t0.<ext>, <pair>_t1.<ext> and keypoints.csv with the columns pair,x0,y0,x1,y1,kind
+    (a kind starting with "lesion" marks a lesion centre).
+    """
+    from lesiontrack.tracking.evaluate import EVALUATION_METHODS, evaluate_tracking
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in EVALUATION_METHODS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown {', '.join(unknown) or 'empty list'}; choose from "
+                                 f"{', '.join(EVALUATION_METHODS)}", param_hint="--methods")
+    try:
+        tolerances = [float(a) for a in alphas.split(",") if a.strip()]
+    except ValueError:
+        raise click.BadParameter("not a list of numbers", param_hint="--alphas") from None
+    if not tolerances or not all(0 < a <= 1 for a in tolerances):
+        raise click.BadParameter("expected numbers in (0, 1]", param_hint="--alphas")
+    evaluate_tracking(pairs, out, methods=names, split=split, limit=limit, alphas=tolerances,
+                      n_skin=n_skin, seed=seed, stereo=stereo, weights=weights,
+                      detector_weights=None if detector_weights.lower() == "none"
+                      else detector_weights, threshold=threshold, log_axis=not linear)
+    click.echo((out / "report.md").read_text(), nl=False)
 
 
 @train.command("tracker")
@@ -231,7 +305,7 @@ def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, 
 @main.command("match")
 @click.argument("image0", type=click.Path(path_type=Path))
 @click.argument("image1", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder,
               help="Folder for match.json and match.png.")
 @click.option("--method", default="net", show_default=True,
               type=click.Choice(["net", "deepflow", "dis", "siftflow", "dsp"]),
@@ -244,11 +318,11 @@ def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, 
               help="Detector P(lesion) threshold.")
 def match_command(image0, image1, out, method, weights, detector_weights, threshold):
     """Match the lesions of photo IMAGE0 (first visit) to those of IMAGE1 (second visit)."""
-    from synth.io import read_image, write_image, write_json
+    from synth.io import write_image, write_json
 
     from lesiontrack.tracking.match import draw_matches, match_lesions
 
-    photo0, photo1 = read_image(image0), read_image(image1)
+    photo0, photo1 = _read_photo(image0), _read_photo(image1)
     result = match_lesions(photo0, photo1, method=method, weights=weights,
                            detector_weights=detector_weights, threshold=threshold)
     result["images"] = [str(image0), str(image1)]
@@ -323,15 +397,16 @@ def flow_command(image0, image1, method, out, npy, png, weights):
     """Dense flow from photo IMAGE0 to photo IMAGE1, at IMAGE0's size, in pixels."""
     import numpy as np
 
-    from synth.io import read_image, write_flo, write_image
+    from synth.io import atomic_path, write_flo, write_image
 
     from lesiontrack.tracking.flow import estimate_flow, flow_to_color
 
     options = {"weights": weights} if method == "net" else {}
-    flow = estimate_flow(read_image(image0), read_image(image1), method=method, **options)
+    flow = estimate_flow(_read_photo(image0), _read_photo(image1), method=method, **options)
     write_flo(out, flow)
     if npy:
-        np.save(out.with_suffix(".npy"), flow)
+        with atomic_path(out.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, flow)
     if png:
         write_image(png, flow_to_color(flow))
     magnitude = np.hypot(flow[..., 0], flow[..., 1])

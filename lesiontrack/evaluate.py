@@ -21,11 +21,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from lesiontrack import metrics, plots
 from synth.io import (COCO_ANNOTATIONS, InputError, atomic_path, is_dataset, present_lesions, read_image,
                       read_json, read_label_map, read_manifest, write_json)
+from synth.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def _run_method(name, runner, items, *, rng, thresholds):
     """Run one detector over every image and score it."""
     predictions, heatmaps, label_maps = [], [], []
     started = time.perf_counter()
-    for item in tqdm(items, desc=name, unit="image", leave=False):
+    for item in progress_bar(items, desc=name, unit="image", leave=False):
         image = read_image(item.image)
         lesions, heatmap = runner(image)
         predictions.append(list(lesions))

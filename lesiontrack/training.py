@@ -19,6 +19,7 @@ import csv
 import io as _io
 import logging
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -124,9 +125,15 @@ def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max
     verbose = 1 if sys.stderr.isatty() else 2
     for epoch in range(start, epochs):
         began = time.perf_counter()
-        result = model.fit(make_dataset(epoch), epochs=epoch + 1, initial_epoch=epoch,
-                           steps_per_epoch=steps, verbose=verbose, callbacks=list(callbacks),
-                           shuffle=False)
+        try:
+            result = model.fit(make_dataset(epoch), epochs=epoch + 1, initial_epoch=epoch,
+                               steps_per_epoch=steps, verbose=verbose,
+                               callbacks=list(callbacks), shuffle=False)
+        except Exception as error:
+            found = pipeline_input_error(error)
+            if found is None:
+                raise
+            raise found from None
         train_seconds = time.perf_counter() - began
         row = {"epoch": epoch + 1, "loss": float(result.history["loss"][-1]),
                "train_seconds": round(train_seconds, 2)}
@@ -144,6 +151,17 @@ def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max
                                  "monitor": monitor, "mode": mode, "config": config or {}})
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
     return model, history
+
+
+def pipeline_input_error(error):
+    """The InputError raised while a tf.data pipeline read a file, or None.
+
+    TensorFlow wraps an exception raised in a ``tf.numpy_function`` / ``tf.py_function`` into
+    its own error whose message quotes the original (``InputError: <file>: <problem>``), with
+    a traceback; this recovers the one-line message.
+    """
+    match = re.search(r"InputError: ([^\n]+)", str(getattr(error, "message", "") or error))
+    return InputError(match.group(1).strip()) if match else None
 
 
 def _number(text):

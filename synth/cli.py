@@ -15,7 +15,11 @@ from synth.io import InputError
 
 
 class InputErrorGroup(click.Group):
-    """A group that turns InputError into a one-line message and exit status 1."""
+    """A group that turns bad input into a one-line message and exit status 1.
+
+    InputError (a file that cannot be used, named in the message) and OSError (a file that
+    cannot be read or written: permissions, a folder where a file should be, a full disk).
+    """
 
     def invoke(self, ctx):
         try:
@@ -23,6 +27,17 @@ class InputErrorGroup(click.Group):
         except InputError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(1)
+        except OSError as error:
+            click.echo(f"Error: {_os_error_message(error)}", err=True)
+            ctx.exit(1)
+
+
+def _os_error_message(error: OSError) -> str:
+    """'<file>: <reason>' for an OSError, on one line."""
+    reason = " ".join((error.strerror or str(error) or type(error).__name__).split())
+    # A rename (atomic writes) names its temporary source first: the destination is the file.
+    name = error.filename2 if error.filename2 is not None else error.filename
+    return reason if name is None else f"{name}: {reason}"
 
 
 def _parse_size(ctx, param, value):

@@ -334,7 +334,11 @@ def json_line(record: dict) -> str:
 def read_manifest_file(path) -> list[dict]:
     """Records of one manifest file; a last line cut short by an interruption is ignored."""
     records = []
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a manifest (not UTF-8 text)") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
@@ -390,6 +394,8 @@ def load_sample(root, record: dict, *, pair: bool = False) -> dict:
         "labels": read_label_map(root / record["labels"]),
         "instances": read_label_map(root / record["instances"]),
     }
+    _check_sizes(root, record, [(record["image"], "image"), (record["labels"], "labels"),
+                                (record["instances"], "instances")], sample)
     if pair:
         files = record.get("pair")
         if not files:
@@ -399,7 +405,22 @@ def load_sample(root, record: dict, *, pair: bool = False) -> dict:
         sample["instances1"] = read_label_map(root / files["instances"])
         sample["flow"] = read_flo(root / files["flow"])
         sample["valid"] = read_label_map(root / files["valid"]) > 0
+        _check_sizes(root, record, [(files["image"], "image1"), (files["labels"], "labels1"),
+                                    (files["instances"], "instances1")], sample)
+        _check_sizes(root, record, [(record["image"], "image"), (files["flow"], "flow"),
+                                    (files["valid"], "valid")], sample)
     return sample
+
+
+def _check_sizes(root, record, files, sample):
+    """InputError naming the first of ``files`` ((path, key) pairs) whose size differs."""
+    (first, key), *others = files
+    height, width = sample[key].shape[:2]
+    for path, other in others:
+        if sample[other].shape[:2] != (height, width):
+            size = "x".join(str(n) for n in sample[other].shape[1::-1])
+            raise InputError(f"{root / path}: {size} does not match {root / first} "
+                             f"({width}x{height}) of sample {record['id']}")
 
 
 def sample_paths(sample_id: str, *, pair: bool) -> dict:

@@ -91,3 +91,15 @@ def test_plot_training_curves_from_csv(tmp_path):
     (tmp_path / "epochs.csv").write_text("epoch\n1\n")
     with pytest.raises(InputError, match="no metric columns"):
         plots.plot_training_curves(tmp_path / "epochs.csv", tmp_path / "x.png")
+
+
+def test_pck_sets_figure_one_panel_per_set(tmp_path):
+    sets = {"synthetic": {"net": ([0.01, 0.1], [0.4, 0.9]), "dis": ([0.01, 0.1], [0.8, 0.95])},
+            "stereo": {"net": ([0.01, 0.1], [0.6, 1.0])}}
+    figure = plots.pck_sets_figure(sets, log_axis=True)
+    assert [axes.get_title() for axes in figure.axes] == ["synthetic", "stereo"]
+    np.testing.assert_array_equal(_lines(figure.axes[0])["dis"][1], [0.8, 0.95])
+    assert set(_lines(figure.axes[1])) == {"net"}
+    assert all(axes.get_xscale() == "log" for axes in figure.axes)
+    assert plots.pck_figure(sets["stereo"]).axes[0].get_xscale() == "linear"
+    _check_png(plots.plot_pck_sets(sets, tmp_path / "sets.png"), (11.0, 4.2))

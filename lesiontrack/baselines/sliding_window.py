@@ -27,10 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy.optimize import minimize
-from tqdm import tqdm
 
 from lesiontrack.imaging import check_image
 from synth.io import InputError, atomic_path, read_image, read_manifest, present_lesions
+from synth.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ def train_sliding_window(dataset_root, *, split="train", rng, window_sizes=WINDO
     if not records:
         raise InputError(f"{root}: no samples in split '{split}'")
     features, labels = [], []
-    for record in tqdm(records, desc="baseline windows", unit="image", leave=False):
+    for record in progress_bar(records, desc="baseline windows", unit="image", leave=False):
         image = read_image(root / record["image"])
         window_features, window_labels = sample_training_windows(
             image, present_lesions(record), rng=rng, window_sizes=window_sizes,
@@ -411,8 +411,11 @@ def train_sliding_window(dataset_root, *, split="train", rng, window_sizes=WINDO
         features.append(window_features)
         labels.append(window_labels)
     features, labels = np.concatenate(features), np.concatenate(labels)
-    log.info("training the window classifier on %d windows (%s per class)", len(labels),
-             np.bincount(labels, minlength=NUM_CLASSES).tolist())
+    counts = np.bincount(labels, minlength=NUM_CLASSES).tolist()
+    if np.count_nonzero(counts) < 2:
+        raise InputError(f"{root}: the {len(records)} samples of split '{split}' give windows "
+                         f"of one class only ({counts} per class); need lesions and skin")
+    log.info("training the window classifier on %d windows (%s per class)", len(labels), counts)
     return fit_sliding_window(features, labels, window_sizes=window_sizes, l2=l2,
                               max_iter=max_iter)
 

@@ -9,17 +9,16 @@ its stride, tiled when large), turns the heatmap into lesions
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from lesiontrack.detection.proposals import heatmap_to_lesions, lesion_probability
 from lesiontrack.imaging import check_image, pad_to_stride
 from lesiontrack.model_cache import cached_model, graph_function, resolve_weights, weights_id
 from synth.io import InputError, read_image, write_image, write_json
+from synth.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ def _draw_legend(overlay, scale, thickness):
     bar_width = max(20, min(int(160 * scale * 2), width - 10))
     bar_height = max(4, int(10 * scale * 2))
     x0, y0 = 5, height - bar_height - int(22 * scale * 2) - 5
-    if y0 < 0:
+    if y0 < 0 or x0 + bar_width > width:  # no room on a very small or narrow photo
         return
     t = np.linspace(0, 1, bar_width)[:, None]
     bar = ((1 - t) * BENIGN_COLOUR + t * MALIGNANT_COLOUR).astype(np.uint8)
@@ -263,8 +262,7 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     out_dir = Path(out_dir)
     results = {}
     coco_images, coco_annotations = [], []
-    for image_id, path in enumerate(tqdm(paths, desc="detect", unit="photo",
-                                         disable=not sys.stderr.isatty()), start=1):
+    for image_id, path in enumerate(progress_bar(paths, desc="detect", unit="photo"), start=1):
         image = read_image(path)
         skin = photo_skin(image) if skin_only else None
         lesions, probabilities = detect(image, model=model, threshold=threshold,
