@@ -246,25 +246,28 @@ def predict_pwc(model, image0, image1) -> np.ndarray:
     pad = ((0, -height % pwc.STRIDE), (0, -width % pwc.STRIDE), (0, 0))
     batch0 = np.pad(image0, pad, mode="edge")[None].astype(np.float32)
     batch1 = np.pad(image1, pad, mode="edge")[None].astype(np.float32)
-    flow = _forward(pwc.inference_model(model))(batch0, batch1)
+    flow = _forward(model)(batch0, batch1)
     return np.asarray(flow)[0, :height, :width].astype(np.float32)
 
 
-_FORWARD: dict = {}
+# The last model's traced full-resolution forward pass: (model, function). Kept so that the
+# pairs of one validation share one trace (a new trace costs more than several pairs).
+_FORWARD: list = []
 
 
 def _forward(model):
-    """A traced forward pass of ``model`` accepting any size (one per model)."""
+    """A traced forward pass of ``model``'s full-resolution output, any size (one per model)."""
     import tensorflow as tf
 
-    key = id(model)
-    if key not in _FORWARD or _FORWARD[key][0] is not model:
+    from lesiontrack.tracking import pwc
+
+    if not _FORWARD or _FORWARD[0] is not model:
+        inference = pwc.inference_model(model)
         spec = tf.TensorSpec((None, None, None, 3), tf.float32)
-        function = tf.function(lambda a, b: model([a, b], training=False),
+        function = tf.function(lambda a, b: inference([a, b], training=False),
                                input_signature=[spec, spec])
-        _FORWARD.clear()
-        _FORWARD[key] = (model, function)
-    return _FORWARD[key][1]
+        _FORWARD[:] = [model, function]
+    return _FORWARD[1]
 
 
 def evaluate_pairs(model, root, records, *, limit=32, alphas=(0.01, 0.05, 0.1)) -> dict:
