@@ -427,6 +427,8 @@ def compact_checkpoint(source, destination, *, learning_rate=3e-4):
     trained = load_model_file(source)
     copy = pwc.build_pwc(_trunk_filters(trained))
     copy.set_weights(trained.get_weights())
+    for layer in copy.get_layer("trunk").layers:  # frozen blocks stay frozen on resume
+        layer.trainable = trained.get_layer("trunk").get_layer(layer.name).trainable
     compile_model(copy, learning_rate=learning_rate)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
