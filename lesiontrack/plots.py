@@ -162,11 +162,16 @@ def pck_sets_figure(sets: dict, *, log_axis=False) -> Figure:
     figure = _new_figure((5.5 * max(len(sets), 1), 4.2))
     for index, (title, curves) in enumerate(sets.items(), start=1):
         axes = figure.add_subplot(1, len(sets), index)
-        for name, (alphas, pck) in curves.items():
-            axes.plot(np.asarray(alphas, float), np.asarray(pck, float), marker=".",
-                      markersize=3, label=name)
+        grid = [np.asarray(alphas, float) for alphas, _ in curves.values()]
+        for (name, (_, pck)), alphas in zip(curves.items(), grid):
+            # Dots mark a few measured tolerances; a dense curve is drawn as a line.
+            axes.plot(alphas, np.asarray(pck, float), marker="." if alphas.size <= 12 else None,
+                      label=name)
         if log_axis:
             axes.set_xscale("log")
+        values = np.concatenate(grid) if grid else np.zeros(0)
+        if values.size:
+            axes.set_xlim(values.min(), values.max())
         _finish(figure, axes, xlabel="alpha (fraction of image diagonal)", ylabel="PCK",
                 title=title, legend=bool(curves))
     return figure

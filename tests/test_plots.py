@@ -101,5 +101,9 @@ def test_pck_sets_figure_one_panel_per_set(tmp_path):
     np.testing.assert_array_equal(_lines(figure.axes[0])["dis"][1], [0.8, 0.95])
     assert set(_lines(figure.axes[1])) == {"net"}
     assert all(axes.get_xscale() == "log" for axes in figure.axes)
+    assert figure.axes[0].get_xlim() == (0.01, 0.1)
+    assert figure.axes[0].get_lines()[0].get_marker() == "."  # two tolerances: dots
+    dense = plots.pck_figure({"a": (np.linspace(0.01, 0.1, 60), np.linspace(0, 1, 60))})
+    assert dense.axes[0].get_lines()[0].get_marker() in (None, "None", "")
     assert plots.pck_figure(sets["stereo"]).axes[0].get_xscale() == "linear"
     _check_png(plots.plot_pck_sets(sets, tmp_path / "sets.png"), (11.0, 4.2))
