@@ -11,7 +11,7 @@
 # 3. train the FCN warm-started from the v1 weights (same layers), mixed bfloat16, batch 8 on
 #    256 px crops, hairy samples drawn up to 3x as often, 15 % of crops on hard negatives,
 #    exposure / gamma / white-balance / JPEG / blur / scale augmentation; validation each
-#    epoch on 64 photos of the val split, best checkpoint by lesion sensitivity at 1 false
+#    epoch on the first 48 photos of the val split, best checkpoint by lesion sensitivity at 1 false
 #    positive per image, plus the recall of the clear real moles on the val body photos.
 #    Resumable: rerun the same command to continue after an interruption (it reads
 #    $RUN/detector.state.json and $RUN/detector.last.keras). To resume on a fresh machine from
@@ -28,12 +28,13 @@ DS=runs/ds-v2
 RUN=runs/detector-v2
 CHECKPOINTS=experiments/checkpoints
 EPOCHS=${EPOCHS:-400}
+VAL_LIMIT=${VAL_LIMIT:-48}
 
 train() {
     mkdir -p "$RUN"
-    if [ ! -f "$DS/annotations.json" ]; then
-        synth make-dataset --lesions "$DATA/lesions/isic2017" --lesions "$DATA/lesions/pad-ufes-20" \
-            --bodies "$DATA/bodies/itobos" --out "$DS" --count 1500 --pairs --workers 2 --seed 0
+    if [ ! -f "$DS/dataset.json" ]; then
+        synth make-dataset --lesions "$DATA/lesions/pad-ufes-20" --lesions "$DATA/lesions/isic2017:2" \
+            --bodies "$DATA/bodies/itobos" --out "$DS" --count 2000 --pairs --workers 2 --seed 0
     fi
     if [ ! -f experiments/hard_negatives.json ]; then
         python experiments/mine_hard_negatives.py "$DS" --out experiments/hard_negatives.json \
@@ -46,7 +47,7 @@ train() {
     fi
     # 150 steps of batch 8 per epoch; the step size stays at 5e-4 (warm start).
     nohup nice -n 5 lesiontrack -v train detector "$DS" --out "$RUN/detector.keras" "${INIT[@]}" \
-        --epochs "$EPOCHS" --steps 150 --batch 8 --crop 256 --seed 2 --lr 5e-4 --val-limit 64 \
+        --epochs "$EPOCHS" --steps 150 --batch 8 --crop 256 --seed 2 --lr 5e-4 --val-limit "$VAL_LIMIT" \
         --bf16 --hard-negatives experiments/hard_negatives.json --hard-negative-bias 0.15 \
         --hair-weight 2 --lesion-bias 0.6 --monitor sens_1fp >> "$RUN/train.log" 2>&1 &
     echo "training in the background (pid $!), log $RUN/train.log"
@@ -54,7 +55,7 @@ train() {
 
 baseline() {
     # Validation figures of the shipped v1 weights, computed by the training's own validation.
-    python - "$DS" experiments/checkpoints/detector-v1.keras "$RUN/baseline.json" <<'EOF'
+    python - "$DS" experiments/checkpoints/detector-v1.keras "$RUN/baseline.json" "$VAL_LIMIT" <<'EOF'
 import sys
 from lesiontrack.detection.data import split_records
 from lesiontrack.detection.losses import segmentation_loss
@@ -63,11 +64,11 @@ from lesiontrack.detection.train import (_validation_bodies, detector_class_weig
                                          evaluate_detector, real_lesion_recall)
 from synth.io import write_json
 
-dataset, weights, out = sys.argv[1:]
+dataset, weights, out, limit = sys.argv[1:]
 model = FCN(weights=weights)
 weights_by_label = detector_class_weights(dataset, split_records(dataset, "train"))
 figures = evaluate_detector(model, dataset, split_records(dataset, "val"), stride=model_stride(model),
-                            limit=64, loss=lambda p, y: segmentation_loss(p, y, class_weights=weights_by_label))
+                            limit=int(limit), loss=lambda p, y: segmentation_loss(p, y, class_weights=weights_by_label))
 bodies = _validation_bodies(dataset)
 if bodies is not None:
     figures.update(real_lesion_recall(model, *bodies))
@@ -84,7 +85,10 @@ import json, shutil, sys
 from pathlib import Path
 run = Path(sys.argv[1])
 state = json.loads((run / "detector.state.json").read_text())
-baseline = json.loads((run / "baseline.json").read_text())
+baseline_file = run / "baseline.json"
+if not baseline_file.is_file():  # a fresh checkout: the committed figures of the same command
+    baseline_file = Path("experiments/checkpoints/detector-v1-val.json")
+baseline = json.loads(baseline_file.read_text())
 monitor = state["monitor"]
 best, reference = state["best"], baseline[monitor]
 print(f"best {monitor} {best:.4f} (epoch {state['best_epoch']}) against the shipped {reference:.4f}")
