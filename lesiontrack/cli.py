@@ -69,7 +69,7 @@ def main(ctx, verbose):
 
 @main.group()
 def train():
-    """Train the detector or the tracker on a synthesized dataset."""
+    """Train the detector, the tracker, the second-stage classifier or a baseline."""
 
 
 @main.group()
@@ -137,14 +137,62 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
 @click.option("--no-skin-mask", "skin_only", flag_value=False, default=True,
               help="Search every pixel: do not keep lesions to the photo's skin (by default "
                    "clothing, background and padding are masked out).")
-def detect_command(photos, out, weights, threshold, output_format, skin_only):
+@click.option("--classifier", default="default", show_default=True,
+              help="Second-stage malignancy classifier (.keras), 'default', or 'none' (the "
+                   "FCN's malignant share is the malignancy).")
+def detect_command(photos, out, weights, threshold, output_format, skin_only, classifier):
     """Find and grade skin lesions on PHOTO files."""
     from lesiontrack.detection.detect import detect_files
 
     results = detect_files(photos, out, weights=weights, threshold=threshold,
-                           format=output_format, skin_only=skin_only)
+                           format=output_format, skin_only=skin_only,
+                           classifier=None if classifier.lower() == "none" else classifier)
     total = sum(len(lesions) for lesions in results.values())
     click.echo(f"{total} lesions on {len(results)} photos; results in {out}")
+
+
+@train.command("classifier")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Model file (.keras); .csv log, .png curves, .json summary beside it.")
+@click.option("--size", default=32, show_default=True, type=click.IntRange(min=8),
+              help="Crop side in pixels (a square of twice the lesion's size, resized).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True,
+              help="AdamW step size (cosine decay).")
+@click.option("--library", "libraries", multiple=True, type=click.Path(path_type=Path),
+              help="Lesion library whose own photos of training patients are added at body "
+                   "scale (repeatable).")
+@click.option("--library-copies", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Crops per library lesion (each at a new size and skin patch).")
+@click.option("--seed", default=0, show_default=True, help="Seed of augmentation and weights.")
+def train_classifier_command(dataset, out, size, epochs, batch, learning_rate, libraries,
+                             library_copies, seed):
+    """Train the second-stage malignancy classifier on DATASET (resumes from OUT's state)."""
+    from lesiontrack.detection.train_classifier import ClassifierTrainingConfig, train_classifier
+
+    config = ClassifierTrainingConfig(size=size, epochs=epochs, batch_size=batch,
+                                      learning_rate=learning_rate,
+                                      libraries=tuple(str(p) for p in libraries),
+                                      library_copies=library_copies, seed=seed)
+    summary = train_classifier(dataset, out, config=config)
+    click.echo(f"best epoch {summary['best_epoch']}: val AUC {summary['best_val_auc']:.3f} on "
+               f"{summary['val_crops']} lesions; model in {out}")
+
+
+@train.command("colour-stats")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Model file to write (.pkl).")
+@click.option("--split", default="train", show_default=True, help="Dataset split to train on.")
+@click.option("--seed", default=0, show_default=True)
+def train_colour_stats_command(dataset, out, split, seed):
+    """Train the colour-statistics malignancy classifier on DATASET's blended lesions."""
+    from lesiontrack.baselines.colour_stats import save_colour_stats, train_colour_stats
+
+    save_colour_stats(train_colour_stats(dataset, split=split, seed=seed), out)
+    click.echo(f"wrote {out}")
 
 
 @train.command("baseline")
@@ -175,9 +223,16 @@ def train_baseline(dataset, out, split, limit, seed):
               help="Detector weights (.keras), 'default', or 'none' to skip the detector.")
 @click.option("--baseline", type=click.Path(path_type=Path),
               help="Sliding-window baseline model (.npz) to compare against.")
+@click.option("--classifier", default="default", show_default=True,
+              help="Second-stage classifier (.keras) grading the detector's lesions, "
+                   "'default', or 'none'.")
+@click.option("--colour-stats", type=click.Path(path_type=Path),
+              help="Colour-statistics classifier (.pkl, `lesiontrack train colour-stats`) "
+                   "also scoring the detector's lesions.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the pixel subsample.")
-def evaluate_detection_command(dataset, out, split, weights, baseline, limit, seed):
+def evaluate_detection_command(dataset, out, split, weights, baseline, classifier, colour_stats,
+                               limit, seed):
     """Detection FROC and ROC curves on DATASET (synthesized or COCO-annotated photos)."""
     from lesiontrack.evaluate import evaluate_detection
 
@@ -185,7 +240,8 @@ def evaluate_detection_command(dataset, out, split, weights, baseline, limit, se
     if weights is None and baseline is None:
         raise click.UsageError("nothing to evaluate: --weights none without --baseline")
     evaluate_detection(dataset, out, split=split, weights=weights, baseline=baseline,
-                       limit=limit, seed=seed)
+                       classifier=None if classifier.lower() == "none" else classifier,
+                       colour_stats=colour_stats, limit=limit, seed=seed)
     click.echo((out / "summary.md").read_text(), nl=False)
 
 

@@ -173,16 +173,32 @@ def read_detection_truth(source, *, split="test", limit=None) -> list[AnnotatedI
 # --------------------------------------------------------------------------- detectors
 
 
-def _fcn_runner(weights, *, threshold=LOW_THRESHOLD):
-    """A function image -> (lesions, lesion heatmap (H, W)) for the FCN detector."""
+def _fcn_runner(weights, *, threshold=LOW_THRESHOLD, classifier=None, colour_stats=None):
+    """A function image -> (lesions, lesion heatmap (H, W)) for the FCN detector.
+
+    With a ``classifier`` the lesions carry the second stage's ``malignancy`` beside the FCN's
+    ``malignancy_fcn``; with a ``colour_stats`` model (.pkl) also ``malignancy_colour_stats``.
+    """
     from lesiontrack.detection.detect import detect, load_detector
     from lesiontrack.detection.proposals import lesion_probability
 
     model = load_detector(weights)
+    if classifier is not None:
+        from lesiontrack.detection.classifier import load_classifier
+
+        classifier = load_classifier(classifier)
+    if colour_stats is not None:
+        from lesiontrack.baselines.colour_stats import load_colour_stats
+
+        colour_stats = load_colour_stats(colour_stats)
 
     def run(image):
         lesions, probabilities = detect(image, model=model, threshold=threshold,
-                                        return_heatmap=True)
+                                        return_heatmap=True, classifier=classifier)
+        if colour_stats is not None and lesions:
+            values = colour_stats.score(image, [lesion["bbox"] for lesion in lesions])
+            for lesion, value in zip(lesions, values):
+                lesion["malignancy_colour_stats"] = round(float(value), 4)
         return lesions, lesion_probability(probabilities)
 
     return run
@@ -247,6 +263,11 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     """
     per_image = []
     lesion_best, lesion_malignancy = [], []  # per true lesion: matched score, malignancy
+    # Every malignancy field of the detections (e.g. the FCN's and the second stage's): per
+    # true lesion the matched detection's value, for the comparison on the same lesions.
+    fields = sorted({key for lesions in predictions for d in lesions for key in d
+                     if key.startswith("malignancy")})
+    lesion_fields = {key: [] for key in fields}
     for item, lesions in zip(items, predictions):
         centroids = np.asarray([d["centroid"] for d in lesions], float).reshape(-1, 2)
         scores = np.asarray([d["score"] for d in lesions], float)
@@ -258,6 +279,10 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
                                     if len(scores) else 0.0, -np.inf))
         lesion_malignancy.append(np.where(found, malignancy[np.maximum(true_to_pred, 0)]
                                           if len(scores) else 0.0, np.nan))
+        for key, values in lesion_fields.items():
+            field_values = np.asarray([d.get(key, np.nan) for d in lesions], float)
+            values.append(np.where(found, field_values[np.maximum(true_to_pred, 0)]
+                                   if len(scores) else 0.0, np.nan))
     fp, sens, used = metrics.froc(per_image, [item.boxes for item in items],
                                   thresholds=thresholds)
     lesion_best = np.concatenate(lesion_best) if lesion_best else np.zeros(0)
@@ -293,6 +318,10 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     fpr, tpr, _ = metrics.roc_curve(lesion_malignancy[usable], truth[usable])
     n_malignant, n_benign = int(truth[usable].sum()), int((~truth[usable]).sum())
     malignant_auc = metrics.auc(fpr, tpr) if n_malignant and n_benign else float("nan")
+    found_any = lesion_best > -np.inf
+    lesion_fields = {key: np.concatenate(values) for key, values in lesion_fields.items()}
+    by_field = {key: lesion_auc(values, truth, known & found_any)
+                for key, values in lesion_fields.items()}
 
     if heatmaps:
         pfpr, ptpr, _ = metrics.pixel_roc(heatmaps, label_maps, rng=rng)
@@ -316,9 +345,84 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
         "roc_malignant": {"auc": _finite(malignant_auc), "malignant": n_malignant,
                           "benign": n_benign, "fpr": mfpr, "tpr": mtpr},
         "roc_pixel": {"auc": _finite(pixel_auc), "fpr": pfpr_list, "tpr": ptpr_list},
+        "roc_malignant_by_field": by_field,
         "_curves": {"froc": (fp, sens), "roc_malignant": (fpr, tpr, malignant_auc),
                     "roc_pixel": (pfpr, ptpr, pixel_auc)},
+        "_lesions": {"found": found_any, "known": known, "truth": truth,
+                     "fields": lesion_fields},
     }
+
+
+def lesion_auc(scores, truth, mask) -> dict:
+    """Malignant-vs-benign AUC of ``scores`` over the lesions where ``mask`` holds.
+
+    Parameters
+    ----------
+    scores : ndarray
+        float (M,) per true lesion (NaN: no score, left out).
+    truth : ndarray
+        bool (M,) malignant.
+    mask : ndarray
+        bool (M,) lesions to use.
+
+    Returns
+    -------
+    dict
+        ``auc`` (None when a class is missing), ``malignant``, ``benign``.
+    """
+    scores = np.asarray(scores, float)
+    usable = np.asarray(mask, bool) & np.isfinite(scores)
+    malignant = int(truth[usable].sum())
+    benign = int(usable.sum()) - malignant
+    if not malignant or not benign:
+        return {"auc": None, "malignant": malignant, "benign": benign}
+    fpr, tpr, _ = metrics.roc_curve(scores[usable], truth[usable])
+    return {"auc": _finite(metrics.auc(fpr, tpr)), "malignant": malignant, "benign": benign}
+
+
+#: (method, malignancy field) -> row name of the comparison on the same lesions.
+SCORE_NAMES = {(FCN_NAME, "malignancy_fcn"): "FCN malignant channel (mean over the lesion)",
+               (FCN_NAME, "malignancy_colour_stats"): "colour statistics (on the FCN's lesions)",
+               (BASELINE_NAME, "malignancy"): "sliding window"}
+
+
+def malignancy_comparison(lesions: dict) -> dict:
+    """Malignancy AUC of every method and score on the same true lesions.
+
+    The lesions used are those with a known diagnosis that every method found (a detection's
+    centroid in the true box at the lowest detection threshold); each is scored by each
+    method's matched detection, so the figures differ only by the score.
+
+    Parameters
+    ----------
+    lesions : dict
+        Method name -> the ``_lesions`` entry of :func:`score_detections` (``found``,
+        ``known``, ``truth``, ``fields``: per malignancy field an (M,) array).
+
+    Returns
+    -------
+    dict
+        ``lesions``, ``malignant``, ``benign`` (the common set) and ``rows``: a list of
+        ``{"name", "method", "field", "auc"}``.
+    """
+    if not lesions:
+        return {"lesions": 0, "malignant": 0, "benign": 0, "rows": []}
+    first = next(iter(lesions.values()))
+    common = first["known"].copy()
+    for entry in lesions.values():
+        common &= entry["found"]
+    truth = first["truth"]
+    rows = []
+    for method, entry in lesions.items():
+        # The FCN's "malignancy" is the second stage's when the FCN's own is kept beside it.
+        own = "second stage" if "malignancy_fcn" in entry["fields"] else SCORE_NAMES[
+            (FCN_NAME, "malignancy_fcn")]
+        for key, values in entry["fields"].items():
+            default = own if (method, key) == (FCN_NAME, "malignancy") else f"{method}: {key}"
+            rows.append({"name": SCORE_NAMES.get((method, key), default), "method": method,
+                         "field": key, "auc": lesion_auc(values, truth, common)["auc"]})
+    return {"lesions": int(common.sum()), "malignant": int(truth[common].sum()),
+            "benign": int((~truth[common]).sum()), "rows": rows}
 
 
 def _run_method(name, runner, items, *, rng, thresholds):
@@ -378,9 +482,22 @@ def _summary_table(results: dict, counts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _comparison_table(comparison: dict) -> str:
+    """Markdown table of :func:`malignancy_comparison` (empty without rows)."""
+    if not comparison["rows"]:
+        return ""
+    lines = ["", f"Malignancy AUC on the same {comparison['lesions']} lesions "
+                 f"({comparison['malignant']} malignant, {comparison['benign']} benign; found "
+                 "by every method):", "", "| score | AUC malignant |", "|---|---|"]
+    for row in comparison["rows"]:
+        auc = "n/a" if row["auc"] is None else f"{row['auc']:.3f}"
+        lines.append(f"| {row['name']} | {auc} |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate_detection(source, out_dir, *, split="test", weights="default", baseline=None,
-                       limit=None, threshold_grid=None, detection_threshold=LOW_THRESHOLD,
-                       seed=0) -> dict:
+                       classifier=None, colour_stats=None, limit=None, threshold_grid=None,
+                       detection_threshold=LOW_THRESHOLD, seed=0) -> dict:
     """Evaluate the FCN detector and/or the sliding-window baseline and write the figures.
 
     Parameters
@@ -396,6 +513,13 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
         FCN detector weights; None skips the FCN.
     baseline : path-like, optional
         Sliding-window model (.npz) to evaluate alongside.
+    classifier : "default", path-like or None
+        Second-stage classifier grading the FCN's lesions (``malignancy``; the FCN's own
+        score stays as ``malignancy_fcn``); None: the FCN's score only.
+    colour_stats : path-like, optional
+        Colour-statistics model (.pkl) also scoring the FCN's lesions. Every malignancy
+        score is compared on the lesions all methods found (``malignancy_comparison`` in
+        ``metrics.json``, a table in ``summary.md``).
     limit : int, optional
         Evaluate the first ``limit`` images.
     threshold_grid : array_like, optional
@@ -412,7 +536,9 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
     """
     runners = {}
     if weights is not None:
-        runners[FCN_NAME] = lambda: _fcn_runner(weights, threshold=detection_threshold)
+        graders = {key: value for key, value in (("classifier", classifier),
+                                                 ("colour_stats", colour_stats)) if value is not None}
+        runners[FCN_NAME] = lambda: _fcn_runner(weights, threshold=detection_threshold, **graders)
     if baseline is not None:
         runners[BASELINE_NAME] = lambda: _baseline_runner(baseline, threshold=detection_threshold)
     if not runners:
@@ -431,6 +557,8 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
         results[name] = _run_method(name, make(), items, rng=np.random.default_rng(seed),
                                     thresholds=threshold_grid)
     curves = {name: result.pop("_curves") for name, result in results.items()}
+    comparison = malignancy_comparison({name: result.pop("_lesions")
+                                        for name, result in results.items()})
     plots.plot_froc({name: c["froc"] for name, c in curves.items()}, out_dir / "froc.png",
                     title="FROC (lesion centroid inside the true box)", max_fp=8)
     plots.plot_roc({name: c["roc_malignant"] for name, c in curves.items()},
@@ -440,9 +568,9 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
     report = {
         "source": str(source), "split": split if is_dataset(source) else None,
         "detection_threshold": detection_threshold, "fp_rates": list(FP_RATES),
-        "counts": counts, "methods": results,
+        "counts": counts, "methods": results, "malignancy_comparison": comparison,
     }
     write_json(out_dir / "metrics.json", report)
     with atomic_path(out_dir / "summary.md") as tmp:
-        tmp.write_text(_summary_table(results, counts))
+        tmp.write_text(_summary_table(results, counts) + _comparison_table(comparison))
     return report

@@ -18,7 +18,9 @@ features). The saved model maps uint8-range RGB crops to ``[malignancy, embeddin
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
+from keras import layers, ops
 
 from synth.io import InputError
 
@@ -29,8 +31,29 @@ DEFAULT_SIZE = 32
 FEATURES = 64
 
 
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class SkinRelative(layers.Layer):
+    """The crop's colour relative to the skin around the lesion.
+
+    In a crop of twice the lesion's size the lesion fills the central half; the band outside
+    it (``size // 4`` pixels wide) is mostly skin. Its mean colour, per crop and channel, is
+    subtracted, so the network sees how the lesion differs from its own skin whatever the
+    exposure and skin tone (a Poisson blend keeps exactly that difference). Input and output
+    (B, S, S, C), in the input's units.
+    """
+
+    def call(self, inputs):
+        size = int(inputs.shape[1])
+        band = max(size // 4, 1)
+        ring = np.ones((1, size, size, 1), np.float32)
+        ring[:, band:size - band, band:size - band] = 0.0
+        ring = ops.convert_to_tensor(ring / ring.sum(), dtype=inputs.dtype)
+        reference = ops.sum(inputs * ring, axis=(1, 2), keepdims=True)
+        return inputs - reference
+
+
 def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEATURES,
-                     dropout=0.3, embedding_scale=1.0, name="lesion_classifier"):
+                     dropout=0.3, embedding_scale=1.0, relative=True, name="lesion_classifier"):
     """Connect the classifier's layers (no weights, no compilation).
 
     Parameters
@@ -46,6 +69,9 @@ def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEA
     embedding_scale : float
         Typical distance between unit-length features of two lesions of one photo; the
         embedding is divided by it.
+    relative : bool
+        Also feed the crop's colour relative to its surrounding skin (:class:`SkinRelative`)
+        as three more channels.
 
     Returns
     -------
@@ -53,11 +79,12 @@ def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEA
         float32 (B, size, size, 3) RGB in [0, 255] -> [float32 (B, 1) P(malignant),
         float32 (B, features) embedding].
     """
-    import keras
-    from keras import layers
-
     inputs = keras.Input((size, size, 3), name="crop")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    if relative:
+        difference = layers.Rescaling(1.0 / 32.0, name="relative_scale")(
+            SkinRelative(name="relative")(inputs))
+        x = layers.Concatenate(name="channels")([x, difference])
     for stage, width in enumerate(filters, start=1):
         if stage > 1:
             x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
@@ -78,8 +105,6 @@ def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEA
 
 def training_view(model):
     """The classifier with its malignancy output only (shares the layers), for ``fit``."""
-    import keras
-
     return keras.Model(model.inputs, model.get_layer("malignancy").output, name="malignancy_only")
 
 
@@ -91,7 +116,8 @@ def with_embedding_scale(model, embedding_scale):
     copy = build_classifier(size=size, filters=filters,
                             features=int(model.get_layer("features").units),
                             dropout=float(model.get_layer("dropout").rate),
-                            embedding_scale=embedding_scale, name=model.name)
+                            embedding_scale=embedding_scale,
+                            relative=_has_layer(model, "relative"), name=model.name)
     copy.set_weights(model.get_weights())
     return copy
 

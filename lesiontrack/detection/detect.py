@@ -92,7 +92,7 @@ def load_detector(weights="default"):
 
 
 def detect(image, *, model=None, weights="default", threshold=0.5, return_heatmap=False,
-           skin="auto", **proposal_options):
+           skin="auto", classifier="default", **proposal_options):
     """Find lesions on a photo.
 
     Parameters
@@ -112,6 +112,9 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
         Keep lesions to skin (:mod:`lesiontrack.detection.skin`): "auto" segments the
         photo's skin (:func:`synth.skin.segment_skin`; every pixel is used when it finds
         none), a bool (H, W) array is used as the skin mask, None uses every pixel.
+    classifier : "default", path-like, keras.Model or None
+        Second-stage classifier (:mod:`lesiontrack.detection.classifier`) that grades every
+        lesion; None keeps the FCN's malignant share as ``malignancy``.
     **proposal_options
         Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions` (``min_area``,
         ``split_depth``, ...).
@@ -120,7 +123,8 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
     -------
     list of dict, or (list of dict, ndarray)
         Lesion records (``id``, ``bbox`` [x, y, w, h], ``centroid`` [x, y], ``area_px``,
-        ``score``, ``malignancy``, ``label``).
+        ``score``, ``malignancy``, ``label``; with a classifier also ``malignancy_fcn`` and
+        ``atypicality``, see :func:`lesiontrack.detection.classifier.grade_lesions`).
     """
     from lesiontrack.detection import skin as skin_module
 
@@ -139,6 +143,12 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
         lesions, instances = heatmap_to_lesions(probabilities, threshold=threshold,
                                                 return_instances=True, **proposal_options)
         lesions = skin_module.on_skin(lesions, instances, skin)
+    if classifier is not None:
+        from lesiontrack.detection.classifier import grade_lesions, load_classifier
+
+        if not hasattr(classifier, "predict"):
+            classifier = load_classifier(classifier)
+        lesions = grade_lesions(image, lesions, classifier)
     return (lesions, probabilities) if return_heatmap else lesions
 
 
@@ -207,7 +217,7 @@ def heatmap_image(probabilities, *, colormap="inferno"):
 
 
 def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="json",  # noqa: A002
-                 skin_only=True, **proposal_options):
+                 skin_only=True, classifier="default", **proposal_options):
     """Detect lesions on photo files and write the results.
 
     Every photo is read (and checked) before anything is written, so a bad photo stops the
@@ -215,8 +225,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
 
     Per photo ``<stem>_overlay.png`` (numbered boxes, green benign to red malignant) and
     ``<stem>_heatmap.png`` (P(lesion)); with ``format="json"`` also ``<stem>.json``
-    (``image``, ``size`` [W, H], ``weights``, ``threshold``, ``skin_mask``: whether lesions
-    were kept to skin and the skin share of the photo, ``lesions``); with
+    (``image``, ``size`` [W, H], ``weights``, ``classifier``, ``threshold``, ``skin_mask``:
+    whether lesions were kept to skin and the skin share of the photo, ``lesions``); with
     ``format="coco"`` one ``annotations.json`` (COCO detections with scores, categories
     1 benign and 2 malignant).
 
@@ -231,6 +241,9 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     skin_only : bool
         Keep lesions to the photo's skin (``skin="auto"`` of :func:`detect`); False searches
         every pixel.
+    classifier : "default", path-like or None
+        Second-stage classifier of :func:`detect`; its file is recorded as ``classifier``
+        (path and SHA-256) beside ``weights``.
     **proposal_options
         Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions`.
 
@@ -259,6 +272,12 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
 
     model = load_detector(weights)
     weights_info = weights_id(resolve_weights(weights, "detector"))
+    classifier_info = None
+    if classifier is not None:
+        from lesiontrack.detection.classifier import load_classifier
+
+        classifier_info = weights_id(resolve_weights(classifier, "classifier"))
+        classifier = load_classifier(classifier)
     out_dir = Path(out_dir)
     results = {}
     coco_images, coco_annotations = [], []
@@ -266,7 +285,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
         image = read_image(path)
         skin = photo_skin(image) if skin_only else None
         lesions, probabilities = detect(image, model=model, threshold=threshold,
-                                        return_heatmap=True, skin=skin, **proposal_options)
+                                        return_heatmap=True, skin=skin, classifier=classifier,
+                                        **proposal_options)
         skin_info = {"used": skin is not None,
                      "skin_fraction": None if skin is None else round(float(skin.mean()), 4)}
         results[str(path)] = lesions
@@ -275,7 +295,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
         if format == "json":
             write_json(out_dir / f"{path.stem}.json", {
                 "image": str(path), "size": sizes[path], "weights": weights_info,
-                "threshold": threshold, "skin_mask": skin_info, "lesions": lesions})
+                "classifier": classifier_info, "threshold": threshold, "skin_mask": skin_info,
+                "lesions": lesions})
         else:
             coco_images.append({"id": image_id, "file_name": path.name,
                                 "width": sizes[path][0], "height": sizes[path][1],
@@ -285,12 +306,15 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
                     "id": len(coco_annotations) + 1, "image_id": image_id,
                     "category_id": 2 if lesion["label"] == "malignant" else 1,
                     "bbox": lesion["bbox"], "area": lesion["area_px"], "iscrowd": 0,
-                    "score": lesion["score"], "malignancy": lesion["malignancy"]})
+                    "score": lesion["score"], "malignancy": lesion["malignancy"],
+                    **{key: lesion[key] for key in ("malignancy_fcn", "atypicality")
+                       if key in lesion}})
         log.info("%s: %d lesions", path, len(lesions))
     if format == "coco":
         write_json(out_dir / "annotations.json", {
             "info": {"description": "lesiontrack detections", "weights": weights_info,
-                     "threshold": threshold, "skin_only": skin_only},
+                     "classifier": classifier_info, "threshold": threshold,
+                     "skin_only": skin_only},
             "images": coco_images, "annotations": coco_annotations,
             "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]})
     return results

@@ -35,6 +35,7 @@ class ClassifierTrainingConfig:
     filters: tuple = clf.DEFAULT_FILTERS
     features: int = clf.FEATURES
     dropout: float = 0.3
+    relative: bool = True
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -79,6 +80,22 @@ def _train_bodies(root, body_ids):
     return out
 
 
+def _library_patients(root, folder, patients):
+    """The patients of ``patients`` that belong to the library in ``folder``, unprefixed.
+
+    Datasets made from several libraries key patients as ``<library name>/<patient>``
+    (``dataset.json`` names each library); single-library datasets use the bare patient id.
+    """
+    info = read_json(Path(root) / "dataset.json")
+    libraries = (info.get("sources") or {}).get("lesion_libraries") or []
+    folder = str(Path(folder).resolve())
+    name = next((entry.get("name") for entry in libraries
+                 if str(Path(entry.get("folder", "")).resolve()) == folder), Path(folder).name)
+    prefix = f"{name}/"
+    return {key[len(prefix):] if key.startswith(prefix) else key for key in patients
+            if "/" not in key or key.startswith(prefix)}
+
+
 def training_crops(root, config, *, rng):
     """The training and validation CropSets of a dataset (and libraries, if configured)."""
     train = dataset_crops(root, "train")
@@ -86,8 +103,10 @@ def training_crops(root, config, *, rng):
     if config.libraries:
         patients, bodies = split_patients(root)
         body_images = _train_bodies(root, bodies.get("train", []))
-        extra = [library_crops(folder, patients.get("train", set()), rng=rng, bodies=body_images,
-                               mm_per_px=config.mm_per_px, copies=config.library_copies)
+        train_patients = patients.get("train", set())
+        extra = [library_crops(folder, _library_patients(root, folder, train_patients),
+                               rng=rng, bodies=body_images, mm_per_px=config.mm_per_px,
+                               copies=config.library_copies)
                  for folder in config.libraries]
         train = CropSet.concatenate([train, *extra])
     if not len(train) or train.malignant.all() or not train.malignant.any():
@@ -163,7 +182,8 @@ def train_classifier(dataset, out, *, config: ClassifierTrainingConfig | None = 
 
     keras.utils.set_random_seed(config.seed)
     model = clf.build_classifier(size=config.size, filters=tuple(config.filters),
-                                 features=config.features, dropout=config.dropout)
+                                 features=config.features, dropout=config.dropout,
+                                 relative=config.relative)
     trainer = clf.training_view(model)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate,
                                                       decay_steps=steps * config.epochs, alpha=0.05)
@@ -194,7 +214,8 @@ def train_classifier(dataset, out, *, config: ClassifierTrainingConfig | None = 
                            steps=steps, monitor="auc", mode="max", config=record)
     best = keras.saving.load_model(files.best, compile=False)
     full = clf.build_classifier(size=config.size, filters=tuple(config.filters),
-                                features=config.features, dropout=config.dropout)
+                                features=config.features, dropout=config.dropout,
+                                relative=config.relative)
     for layer in best.layers:
         if layer.weights:
             full.get_layer(layer.name).set_weights(layer.get_weights())

@@ -88,3 +88,16 @@ def test_grade_lesions_keeps_the_fcn_score_beside_the_second_stage(small_classif
     assert lesions[0]["malignancy"] == 0.9  # the input records are left alone
     assert grade_lesions(image, [], small_classifier) == []
 
+
+
+def test_skin_relative_subtracts_the_mean_colour_of_the_outer_band():
+    from lesiontrack.detection.classifier import SkinRelative
+
+    crop = np.zeros((1, 8, 8, 3), np.float32)
+    crop[..., 0] = 10.0  # skin
+    crop[0, 2:6, 2:6, 0] = 50.0  # the lesion, the central half
+    crop[..., 1] = np.arange(8, dtype=np.float32)[None, :, None]  # a ramp down the rows
+    out = np.asarray(SkinRelative()(crop))
+    np.testing.assert_allclose(out[0, 0, 0, 0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[0, 3, 3, 0], 40.0, atol=1e-5)
+    np.testing.assert_allclose(out[0, :, 0, 1], np.arange(8) - 3.5, atol=1e-5)  # band mean 3.5
