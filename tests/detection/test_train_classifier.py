@@ -20,3 +20,37 @@ def test_library_patients_of_single_and_multi_library_datasets(tmp_path):
     assert _library_patients(tmp_path, tmp_path / "pad", patients) == {"PAT_1", "PAT_2"}
     assert _library_patients(tmp_path, tmp_path / "isic", patients) == {"ISIC_7"}
     assert _library_patients(tmp_path, tmp_path / "pad", {"PAT_1", "PAT_3"}) == {"PAT_1", "PAT_3"}
+
+
+def test_cli_trains_saves_and_the_model_grades_lesions(tiny_dataset, tmp_path):
+    import keras
+    from click.testing import CliRunner
+
+    from lesiontrack.cli import main
+    from lesiontrack.detection.classifier import load_classifier_file, predict_crops
+    from synth.io import read_json
+
+    keras.backend.clear_session()
+    out = tmp_path / "classifier.keras"
+    result = CliRunner().invoke(main, ["train", "classifier", str(tiny_dataset), "--out", str(out),
+                                       "--size", "16", "--epochs", "1", "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    assert "val AUC" in result.output
+    summary = read_json(out.with_suffix(".json"))
+    assert summary["train_crops"] == 6 and summary["val_crops"] == 3  # 4 + 2 disks per split
+    assert summary["embedding_scale"] > 0
+    model = load_classifier_file(out)
+    probabilities, embeddings = predict_crops(model, np.zeros((2, 16, 16, 3), np.uint8))
+    assert probabilities.shape == (2,) and embeddings.shape[0] == 2
+    keras.backend.clear_session()
+
+
+def test_cli_missing_dataset_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from lesiontrack.cli import main
+
+    result = CliRunner().invoke(main, ["train", "classifier", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "c.keras")])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1 and "none" in result.output
