@@ -32,6 +32,8 @@ import scipy.sparse.linalg as sparse_linalg
 logger = logging.getLogger(__name__)
 
 _NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+#: Largest per-channel skin / lesion-rim ratio applied by the tone match.
+MAX_TONE_RATIO = 2.5
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -264,7 +266,10 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
         ring = (cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=margin_px + 1) > 0) & (mask == 0)
         skin = np.median(destination_patch[ring].astype(np.float32), axis=0) + 1.0
         lesion_rim = np.median(image[rim], axis=0) + 1.0
-        image = image * (skin / lesion_rim) ** float(tone_match)
+        # Clipped: a rim that is nearly black or white (a mask reaching over a crop's
+        # background) would otherwise scale the lesion into a bright or dark ring.
+        ratio = np.clip(skin / lesion_rim, 1.0 / MAX_TONE_RATIO, MAX_TONE_RATIO)
+        image = image * ratio ** float(tone_match)
     alpha = mask.astype(np.float32)
     if feather_sigma > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather_sigma)

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LesionRecord", "LesionLibrary", "read_lesion_library", "load_lesion", "check_lesions",
     "segment_lesion", "lesion_rim_colour", "MALIGNANT_DIAGNOSES", "DIAMETER_PRIOR_MM",
-    "draw_diameter_mm", "remove_strands", "is_thin_strand",
+    "draw_diameter_mm", "remove_strands", "is_thin_strand", "trim_background",
 ]
 
 MALIGNANT_DIAGNOSES = frozenset({"BCC", "SCC", "MEL"})
@@ -529,3 +529,34 @@ def is_thin_strand(mask: np.ndarray, *, min_inscribed_ratio: float = 0.1,
     (_, _), (side_a, side_b), _ = cv2.minAreaRect(points)
     length = max(side_a, side_b) + 1.0
     return bool(inscribed < min_width_px or inscribed / length < min_inscribed_ratio)
+
+
+def trim_background(image: np.ndarray, mask: np.ndarray, *, level: int = 20,
+                    outside_fraction: float = 0.5) -> np.ndarray:
+    """Drop the blacked-out background from a lesion mask that reaches over it.
+
+    In crops whose surroundings were removed (black outside the mask, as PAD-UFES-20 in
+    ../shared/data), some masks cover part of that black: blended, it would become a black
+    hole in the lesion.  When more than ``outside_fraction`` of the pixels outside the mask
+    are black (every channel <= ``level``), black pixels inside the mask are removed too and
+    the largest remaining component is kept; other crops are returned unchanged.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 RGB (H, W, 3).
+    mask : ndarray
+        bool (H, W).
+
+    Returns
+    -------
+    ndarray
+        bool (H, W), a subset of ``mask``; ``mask`` itself when nothing would be left.
+    """
+    mask = np.asarray(mask, bool)
+    black = np.asarray(image).max(axis=2) <= level
+    outside = ~mask
+    if not outside.any() or black[outside].mean() <= outside_fraction or not (black & mask).any():
+        return mask
+    trimmed = _largest_component(mask & ~black)
+    return trimmed if trimmed.any() else mask

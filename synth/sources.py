@@ -17,7 +17,7 @@ import numpy as np
 from synth import procedural
 from synth.bodies import load_body, read_body_library
 from synth.io import InputError
-from synth.lesions import check_lesions, load_lesion, read_lesion_library
+from synth.lesions import check_lesions, load_lesion, read_lesion_library, trim_background
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class LesionSource(_Cached):
             image, mask, _ = procedural.render_procedural_lesion(raw)
             return image, mask
         image, mask, _ = load_lesion(raw)
+        mask = trim_background(image, mask)
         return image, mask
 
 

@@ -255,3 +255,14 @@ def test_lesion_with_black_outside_its_mask_leaves_no_dark_pixel_outside():
         outside = soft[~region].astype(int)
         assert (outside >= np.array([150, 100, 80]) - 1).all() and (outside <= skin[0, 0] + 1).all()
         assert (soft[~region] != skin[0, 0]).any(axis=1).sum() > 0
+
+
+def test_tone_match_of_a_nearly_black_rim_is_bounded():
+    """A mask reaching over a crop's black background must not be scaled into a bright ring."""
+    skin = np.full((60, 60, 3), 200, np.uint8)
+    lesion = np.full((15, 15, 3), 5, np.uint8)
+    mask = np.ones((15, 15), bool)
+    out, region, _ = blend_lesion(skin, lesion, mask, (30, 30), tone_match=0.6)
+    inner = cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # past the feather
+    # At most 2.5x per channel, to the power tone_match: 5 * 2.5 ** 0.6 = 8.7 (unclipped: 41).
+    assert inner.sum() >= 49 and out[inner].max() <= 10

@@ -207,3 +207,20 @@ def test_diameter_prior_by_diagnosis():
     assert np.median(nevi) == pytest.approx(DIAMETER_PRIOR_MM["NEV"][0], rel=0.1)
     assert np.median(melanomas) > 1.5 * np.median(nevi)
     assert min(nevi) >= DIAMETER_PRIOR_MM["NEV"][2] and max(nevi) <= DIAMETER_PRIOR_MM["NEV"][3]
+
+
+def test_black_background_inside_a_mask_is_trimmed():
+    from synth.lesions import trim_background
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    cv2.circle(image, (20, 20), 10, (150, 100, 80), -1)
+    mask = np.zeros((40, 40), np.uint8)
+    cv2.circle(mask, (20, 20), 15, 1, -1)            # reaches 5 px over the black background
+    trimmed = trim_background(image, mask > 0)
+    assert trimmed.sum() == (image.max(axis=2) > 0).sum()
+    # On a crop that carries skin around the lesion, a dark lesion pixel is not trimmed.
+    skin = np.full((40, 40, 3), 200, np.uint8)
+    skin[18:22, 18:22] = 5
+    disc = np.zeros((40, 40), bool)
+    disc[10:30, 10:30] = True
+    assert np.array_equal(trim_background(skin, disc), disc)
