@@ -334,13 +334,11 @@ def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, 
                           variant, min_scale, synthetic_fraction, val_limit, freeze,
                           mixed_precision, curriculum_steps):
     """Train the siamese tracker on DATASET's pairs (resumes when OUT has a state file)."""
-    from lesiontrack.tracking.train import train_tracker
+    from lesiontrack.tracking.train import train_pwc, train_tracker
 
     blocks = None if freeze == "auto" else tuple(
         b.strip() for b in freeze.split(",") if b.strip() and b.strip() != "none")
     if variant == "pwc":
-        from lesiontrack.tracking.pwc_train import train_pwc
-
         history = train_pwc(dataset, out, init=init, epochs=epochs, steps=steps, batch=batch,
                             crop=crop, seed=seed, learning_rate=learning_rate,
                             scale_range=(min_scale, 1.0), curriculum_steps=curriculum_steps,

@@ -26,6 +26,17 @@ and the target is the residual, true flow minus DIS flow, with the same validity
 the whole photo at its stored size, not on the crop or the downscaled photo, because that is
 what inference sees (working size 512-800 px) and because at 256 px DIS builds a shallower
 pyramid and often misses 40-px motions that it finds at 512 px.
+
+The ``"pwc"`` tracker trains on pairs made on the fly from the dataset's t0 photos
+(:func:`make_pair`: the synthesizer's viewpoint + non-rigid warp with its exact flow and
+validity, and an illumination change), so the network never sees the same pair twice. Making
+a pair at 512 x 512 costs about as much as a training step on one example here, so a small
+pool of recent pairs is kept (:class:`PairPool`): each example is a new pair with probability
+``new_fraction`` and otherwise a pool pair under a new random resize, crop, flips and gains
+(:func:`augment_pair`). The motion follows a curriculum from small to large (Bengio et al.,
+"Curriculum learning", ICML 2009): the transform's ``strength`` is drawn uniformly in
+``[low, high(step)]``, ``high`` rising linearly from ``STRENGTH_START`` to ``STRENGTH_END``
+over the first ``curriculum_steps`` steps (:func:`curriculum_high`).
 """
 from __future__ import annotations
 
@@ -44,6 +55,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CROP = 256
 DEFAULT_SCALE_RANGE = (0.5, 1.0)
+# Motion curriculum of the pairs made on the fly ("pwc" tracker).
+STRENGTH_LOW = 0.1
+STRENGTH_START = 0.4
+STRENGTH_END = 1.3
+CURRICULUM_STEPS = 1500
 
 
 def pair_records(root, split=None) -> list[dict]:
@@ -63,30 +79,36 @@ def load_pair(root, record) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return sample["image"], image1, sample["flow"], sample["valid"]
 
 
-def synthetic_pair(image0, *, rng, strength_range=(0.4, 1.3)):
-    """Make a t1 photo from a t0 photo by a random warp and illumination change.
+def make_pair(image0, *, rng, strength):
+    """A t1 photo, exact flow and validity made from ``image0`` by a random visit change.
 
     Parameters
     ----------
     image0 : ndarray, uint8 (H, W, 3)
     rng : numpy.random.Generator
-    strength_range : (float, float)
-        Uniform range of :func:`synth.pairs.motion.random_pair_transform`'s ``strength``.
+    strength : float
+        Amplitude of :func:`synth.pairs.motion.random_pair_transform` (1: median motion
+        5-9 % of the diagonal).
 
     Returns
     -------
     image1 : ndarray, uint8 (H, W, 3)
     flow : ndarray, float32 (H, W, 2)
+        Forward flow t0 -> t1, channel 0 = dx.
     valid : ndarray, bool (H, W)
     """
     from synth.pairs import change_illumination, random_pair_transform, warp_image
 
     height, width = image0.shape[:2]
-    transform = random_pair_transform((width, height), rng=rng,
-                                      strength=float(rng.uniform(*strength_range)))
+    transform = random_pair_transform((width, height), rng=rng, strength=float(strength))
     image1 = warp_image(image0, transform)
     image1, _ = change_illumination(image1, rng=rng)
     return image1, transform.flow().astype(np.float32), np.asarray(transform.valid(), bool)
+
+
+def synthetic_pair(image0, *, rng, strength_range=(0.4, 1.3)):
+    """:func:`make_pair` with a strength drawn uniformly in ``strength_range``."""
+    return make_pair(image0, rng=rng, strength=rng.uniform(*strength_range))
 
 
 def pack_target(flow, valid) -> np.ndarray:
@@ -252,3 +274,95 @@ def make_dataset(root, records, *, batch_size=8, seed=0, crop=DEFAULT_CROP,
     )
     dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def curriculum_high(step, *, curriculum_steps=CURRICULUM_STEPS, start=STRENGTH_START,
+                    end=STRENGTH_END) -> float:
+    """Largest transform strength at training ``step``: linear from ``start`` to ``end``."""
+    if curriculum_steps <= 0:
+        return float(end)
+    return float(start + (end - start) * min(1.0, max(0, step) / curriculum_steps))
+
+
+class PairPool:
+    """Pairs made on the fly, with a pool of recent ones reused under new augmentation.
+
+    Parameters
+    ----------
+    root : path-like
+        Dataset folder.
+    records : list of dict
+        Records whose t0 photos (``record["image"]``) are warped.
+    rng : numpy.random.Generator
+    pool_size : int
+        Pairs kept for reuse.
+    new_fraction : float
+        Probability that an example is a new pair once the pool is full.
+    """
+
+    def __init__(self, root, records, *, rng, pool_size=32, new_fraction=0.25):
+        if not records:
+            raise InputError(f"{root}: no photos to make training pairs from")
+        self.root, self.records, self.rng = Path(root), list(records), rng
+        self.pool_size, self.new_fraction = int(pool_size), float(new_fraction)
+        self.pool: list[tuple] = []
+
+    def draw(self, high):
+        """(image0, image1, flow, valid) with strength in ``[STRENGTH_LOW, high]`` when new."""
+        rng = self.rng
+        if len(self.pool) < self.pool_size or rng.random() < self.new_fraction:
+            record = self.records[int(rng.integers(len(self.records)))]
+            image0 = read_image(self.root / record["image"])
+            strength = rng.uniform(min(STRENGTH_LOW, high), high)
+            pair = (image0, *make_pair(image0, rng=rng, strength=strength))
+            if len(self.pool) < self.pool_size:
+                self.pool.append(pair)
+            else:
+                self.pool[int(rng.integers(self.pool_size))] = pair
+            return pair
+        return self.pool[int(rng.integers(len(self.pool)))]
+
+
+def iterate_pwc_examples(root, records, *, seed, first_step=0, batch=8, crop=256,
+                         scale_range=(0.5, 1.0), curriculum_steps=CURRICULUM_STEPS, pool_size=32,
+                         new_fraction=0.25):
+    """Endless stream of ``(image0, image1, target)`` crops, target (crop, crop, 3) = dx, dy, valid.
+
+    Pairs made on the fly (:class:`PairPool`) under the motion curriculum. ``first_step`` is
+    the global training step of the first batch (for the curriculum); ``seed`` may be a
+    sequence (e.g. ``[seed, epoch]``).
+    """
+    rng = np.random.default_rng(seed)
+    pool = PairPool(root, records, rng=rng, pool_size=pool_size, new_fraction=new_fraction)
+    index = 0
+    while True:
+        high = curriculum_high(first_step + index // batch, curriculum_steps=curriculum_steps)
+        image0, image1, flow, valid = augment_pair(*pool.draw(high), rng=rng, crop=crop,
+                                                   scale_range=tuple(scale_range))
+        index += 1
+        yield image0, image1, pack_target(flow, valid)
+
+
+def make_pwc_dataset(root, records, *, seed, first_step=0, batch=8, crop=256, **options):
+    """tf.data batches ``({"image0", "image1"}, {output: target})`` for the multi-scale loss.
+
+    Images float32 (B, crop, crop, 3) in [0, 255]; every output of
+    :data:`lesiontrack.tracking.losses.PWC_LOSS_WEIGHTS` gets the same full-resolution target
+    (B, crop, crop, 3). ``options`` go to :func:`iterate_pwc_examples`.
+    """
+    import tensorflow as tf
+
+    from lesiontrack.tracking.losses import PWC_LOSS_WEIGHTS
+
+    def generator():
+        for image0, image1, target in iterate_pwc_examples(root, records, seed=seed,
+                                                           first_step=first_step, batch=batch,
+                                                           crop=crop, **options):
+            yield image0.astype(np.float32), image1.astype(np.float32), target
+
+    spec = tf.TensorSpec((crop, crop, 3), tf.float32)
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=(spec, spec, spec))
+    dataset = dataset.batch(batch, drop_remainder=True)
+    dataset = dataset.map(lambda a, b, y: ({"image0": a, "image1": b},
+                                           {key: y for key in PWC_LOSS_WEIGHTS}))
+    return dataset.prefetch(2)

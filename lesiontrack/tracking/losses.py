@@ -18,6 +18,13 @@ Targets for Keras pack flow and validity into one tensor (B, H, W, 3): dx, dy, v
 the one EPE definition); :class:`RobustEPELoss` is the same maths in ``keras.ops`` for
 training and :class:`EndPointError` the mean EPE as a Keras metric. PCK and the mean EPE as
 figures are in :mod:`lesiontrack.metrics`.
+
+The ``"pwc"`` tracker is trained with a multi-scale form (PWC-Net, Sun et al. 2018, eq. 3,
+with this robust penalty): the penalty at every output of the network against the
+valid-weighted average of the true flow over each output cell (:class:`LevelRobustLoss`).
+PWC-Net weighs levels 1/4 .. 1/32 by 0.005, 0.01, 0.02, 0.08 for sums over a level's pixels;
+as weights of per-pixel means that is 1, 0.5, 0.25, 0.25 (:data:`PWC_LOSS_WEIGHTS`); the
+full-resolution output weighs 1.
 """
 from __future__ import annotations
 
@@ -29,6 +36,9 @@ from lesiontrack.metrics import endpoint_errors
 
 ALPHA = 0.45
 EPSILON = 1e-3
+# "pwc" output -> (stride, weight of its per-pixel mean loss); see the module docstring.
+PWC_LOSS_WEIGHTS = {"flow": (1, 1.0), "flow4": (4, 1.0), "flow4_coarse": (4, 0.5),
+                    "flow8": (8, 0.5), "flow16": (16, 0.25), "flow32": (32, 0.25)}
 
 
 def robust_epe(flow_pred, flow_true, valid=None, *, alpha=ALPHA, epsilon=EPSILON) -> float:
@@ -77,6 +87,41 @@ class RobustEPELoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="lesiontrack")
+class LevelRobustLoss(keras.losses.Loss):
+    """Robust EPE of a flow predicted at 1/``stride`` against the full-resolution truth.
+
+    ``y_true`` (B, H, W, 3) = dx, dy, valid; ``y_pred`` (B, H / stride, W / stride, 2) in
+    full-resolution pixels. The truth is averaged over each ``stride`` x ``stride`` cell,
+    weighted by validity; a cell counts when at least half its pixels are valid. Returns the
+    generalised Charbonnier ``(e^2 + eps^2)^alpha`` averaged over counted cells of the batch.
+    """
+
+    def __init__(self, *, stride=1, alpha=ALPHA, epsilon=EPSILON, name=None, **kwargs):
+        super().__init__(name=name or f"robust_epe_{int(stride)}", **kwargs)
+        self.stride, self.alpha, self.epsilon = int(stride), float(alpha), float(epsilon)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        valid = y_true[..., 2:3]
+        flow = y_true[..., :2]
+        if self.stride > 1:
+            size = (self.stride, self.stride)
+            share = ops.average_pool(valid, size, strides=size, padding="valid")
+            flow = ops.average_pool(flow * valid, size, strides=size, padding="valid") / \
+                ops.maximum(share, 1e-6)
+            valid = ops.cast(share >= 0.5, "float32")
+        squared = ops.sum(ops.square(y_pred - flow), axis=-1)
+        penalty = ops.power(squared + self.epsilon ** 2, self.alpha)
+        valid = valid[..., 0]
+        return ops.sum(valid * penalty) / ops.maximum(ops.sum(valid), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "alpha": self.alpha,
+                "epsilon": self.epsilon}
 
 
 @keras.saving.register_keras_serializable(package="lesiontrack")

@@ -33,7 +33,7 @@ Four variants (``variant=``):
 ``"pwc"``
     A cost volume at every level from 1/32 to 1/4, warping by the coarser flow, a dilated
     context network and learned convex upsampling (:mod:`lesiontrack.tracking.pwc`, trained
-    by :mod:`lesiontrack.tracking.pwc_train`).
+    by :func:`lesiontrack.tracking.train.train_pwc`).
 
 Flows inside the network are always in full-resolution pixels; channel 0 = dx (columns),
 forward t0 -> t1 (``image0[p] ~ image1[p + flow(p)]``). Every layer that carries a flow, and

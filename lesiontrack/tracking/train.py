@@ -4,10 +4,19 @@ Uses the shared loop :func:`lesiontrack.training.fit` (best checkpoint by valida
 ``.last.keras`` + ``.state.json`` for resuming, ``.csv`` log, ``.png`` curves beside ``out``);
 the data come from :mod:`lesiontrack.tracking.data`, the loss from
 :mod:`lesiontrack.tracking.losses`.
+
+:func:`train_tracker` trains the ``costvolume``, ``subtract`` and ``refine`` variants on the
+dataset's stored pairs; :func:`train_pwc` trains the ``"pwc"`` variant
+(:mod:`lesiontrack.tracking.pwc`) on pairs made on the fly under a motion curriculum
+(:func:`lesiontrack.tracking.data.make_pwc_dataset`) with the multi-scale loss
+(:class:`lesiontrack.tracking.losses.LevelRobustLoss`), validated on the stored val pairs at
+their full size (:func:`evaluate_pwc_flow`: EPE and PCK at 0.01 / 0.05 / 0.1 of the diagonal
+over valid pixels, with :mod:`lesiontrack.metrics`).
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +198,246 @@ def _initial_model(init, variant):
     tracker = siamese.Tracker(variant=variant, detector=model)
     log.info("tracker trunk initialised from detector %s", init)
     return tracker, True
+
+
+# --------------------------------------------------------------------------- "pwc" variant
+
+
+def compile_pwc(model, *, learning_rate=3e-4, alpha=None):
+    """Compile a :func:`lesiontrack.tracking.pwc.build_pwc` model with the multi-scale loss."""
+    import keras
+
+    from lesiontrack.tracking.losses import (ALPHA, PWC_LOSS_WEIGHTS, EndPointError,
+                                             LevelRobustLoss)
+
+    alpha = ALPHA if alpha is None else alpha
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate, clipnorm=10.0),
+        loss={key: LevelRobustLoss(stride=stride, alpha=alpha)
+              for key, (stride, _) in PWC_LOSS_WEIGHTS.items()},
+        loss_weights={key: weight for key, (_, weight) in PWC_LOSS_WEIGHTS.items()},
+        metrics={"flow": [EndPointError()]})
+    return model
+
+
+def predict_pwc(model, image0, image1) -> np.ndarray:
+    """Full-resolution flow of a "pwc" model for one pair at its own size.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`lesiontrack.tracking.pwc.build_pwc` or its inference form.
+    image0, image1 : ndarray, uint8 (H, W, 3)
+
+    Returns
+    -------
+    ndarray, float32 (H, W, 2)
+    """
+    from lesiontrack.tracking import pwc
+
+    height, width = image0.shape[:2]
+    pad = ((0, -height % pwc.STRIDE), (0, -width % pwc.STRIDE), (0, 0))
+    batch0 = np.pad(image0, pad, mode="edge")[None].astype(np.float32)
+    batch1 = np.pad(image1, pad, mode="edge")[None].astype(np.float32)
+    flow = _forward(model)(batch0, batch1)
+    return np.asarray(flow)[0, :height, :width].astype(np.float32)
+
+
+# The last model's traced full-resolution forward pass: (model, function). Kept so that the
+# pairs of one validation share one trace (a new trace costs more than several pairs).
+_FORWARD: list = []
+
+
+def _forward(model):
+    """A traced forward pass of ``model``'s full-resolution output, any size (one per model)."""
+    import tensorflow as tf
+
+    from lesiontrack.tracking import pwc
+
+    if not _FORWARD or _FORWARD[0] is not model:
+        inference = pwc.inference_model(model)
+        spec = tf.TensorSpec((None, None, None, 3), tf.float32)
+        function = tf.function(lambda a, b: inference([a, b], training=False),
+                               input_signature=[spec, spec])
+        _FORWARD[:] = [model, function]
+    return _FORWARD[1]
+
+
+def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHAS) -> dict:
+    """EPE (px) and PCK at ``alphas`` x diagonal over the valid pixels of stored pairs.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A "pwc" tracker.
+    root : path-like
+        Dataset folder.
+    records : list of dict
+        Pair records; the first ``limit`` are used.
+
+    Returns
+    -------
+    dict
+        ``epe`` and ``pck01``, ``pck05``, ``pck10`` (for the default alphas), pooled over
+        the valid pixels of all pairs.
+    """
+    from lesiontrack import metrics
+    from lesiontrack.tracking.data import load_pair
+
+    predicted, true, diagonals = [], [], []
+    for record in records[:limit]:
+        image0, image1, flow, valid = load_pair(root, record)
+        if not valid.any():
+            continue
+        estimate = predict_pwc(model, image0, image1)
+        predicted.append(estimate[valid])
+        true.append(flow[valid])
+        diagonals.append(np.full(int(valid.sum()), math.hypot(*valid.shape)))
+    if not predicted:
+        return {"epe": float("nan"), **{_pck_key(a): float("nan") for a in alphas}}
+    predicted, true = np.concatenate(predicted), np.concatenate(true)
+    # As points carried from the same pixel: the PCK of flows is that of their end points.
+    curve = metrics.pck_curve(predicted, true, alphas=alphas, diagonal=np.concatenate(diagonals))
+    epe = float(np.sqrt(((predicted - true) ** 2).sum(-1)).mean())
+    return {"epe": epe, **{_pck_key(a): float(v) for a, v in zip(alphas, curve)}}
+
+
+def _pck_key(alpha):
+    return f"pck{round(alpha * 100):02d}"
+
+
+def train_pwc(dataset, out, *, init=None, epochs=100, steps=100, batch=8, crop=256, seed=0,
+              learning_rate=3e-4, scale_range=(0.5, 1.0), curriculum_steps=None,
+              pool_size=32, new_fraction=0.25, val_limit=32, freeze=("conv1",)):
+    """Train the "pwc" tracker on pairs made on the fly; resumes when ``out`` has a state file.
+
+    Parameters
+    ----------
+    dataset : path-like
+        A synthesized dataset: its "train" t0 photos make the training pairs, its stored
+        "val" pairs validate.
+    out : path-like
+        Best model path (``.keras``, lowest validation EPE); ``.last.keras``, ``.state.json``,
+        ``.csv`` beside it.
+    init : path-like, optional
+        A detector ``.keras``: its conv section initialises the trunk by layer name.
+    epochs, steps, batch, crop : int
+        Epochs (total, including those done before a resume), batches per epoch, pairs per
+        batch, crop side (multiple of 32).
+    seed : int
+        Seeds each epoch's pairs (``[seed, epoch]``), so a resumed run sees the same data.
+    learning_rate : float
+        Adam step size.
+    scale_range : (float, float)
+        Random resize range of each pair before cropping.
+    curriculum_steps : int, optional
+        Steps over which the largest motion rises
+        (:func:`lesiontrack.tracking.data.curriculum_high`; default
+        :data:`lesiontrack.tracking.data.CURRICULUM_STEPS`).
+    pool_size, new_fraction : int, float
+        See :class:`lesiontrack.tracking.data.PairPool`.
+    val_limit : int
+        Validation pairs per epoch.
+    freeze : sequence of str
+        Trunk blocks kept fixed when initialised from a detector (``conv1``: its
+        full-resolution convs cost a third of a step and its colour/edge filters carry over).
+
+    Returns
+    -------
+    list of dict
+        Per-epoch log rows.
+    """
+    from lesiontrack.tracking import pwc
+    from lesiontrack.tracking.data import CURRICULUM_STEPS, make_pwc_dataset, pair_records
+
+    if curriculum_steps is None:
+        curriculum_steps = CURRICULUM_STEPS
+    dataset = Path(dataset)
+    if crop % pwc.STRIDE:
+        raise InputError(f"crop {crop}: must be a multiple of {pwc.STRIDE}")
+    train_records = pair_records(dataset, "train")
+    val_records = pair_records(dataset, "val")
+    if not train_records or not val_records:
+        raise InputError(f"{dataset}: needs 'train' and 'val' pairs")
+    model = _initial_pwc_model(init, freeze)
+    # Compiling also registers the loss classes that a resumed checkpoint's compile config names.
+    compile_pwc(model, learning_rate=learning_rate)
+    log.info("tracker pwc, %d parameters, %d train photos, %d val pairs",
+             pwc.count_parameters(model), len(train_records), len(val_records))
+
+    def make_epoch_dataset(epoch):
+        return make_pwc_dataset(dataset, train_records, seed=[seed, epoch],
+                                first_step=epoch * steps, batch=batch, crop=crop,
+                                scale_range=scale_range, curriculum_steps=curriculum_steps,
+                                pool_size=pool_size, new_fraction=new_fraction).take(steps)
+
+    def validate(model):
+        return evaluate_pwc_flow(model, dataset, val_records, limit=val_limit)
+
+    config = {"dataset": str(dataset), "init": None if init is None else str(init),
+              "variant": pwc.VARIANT, "epochs": epochs, "steps": steps, "batch": batch,
+              "crop": crop, "seed": seed, "learning_rate": learning_rate,
+              "scale_range": list(scale_range), "curriculum_steps": curriculum_steps,
+              "pool_size": pool_size, "new_fraction": new_fraction, "freeze": list(freeze)}
+    _, history = fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
+                     monitor="epe", mode="min", config=config)
+    return history
+
+
+def _initial_pwc_model(init, freeze):
+    """A new "pwc" tracker, its trunk from the detector ``init`` (by layer name) if given."""
+    from lesiontrack.tracking import model as siamese
+    from lesiontrack.tracking import pwc
+
+    if init is None:
+        return pwc.build_pwc()
+    detector = siamese.load_model_file(init)
+    model = pwc.build_pwc(siamese.detector_filters(detector))
+    copied = siamese.load_detector_weights(model, detector)
+    log.info("trunk initialised from %s: %d layers", init, len(copied))
+    for layer in model.get_layer("trunk").layers:
+        if any(layer.name.startswith(f"{block}_") for block in freeze) and layer.weights:
+            layer.trainable = False
+    return model
+
+
+def compact_checkpoint(source, destination, *, learning_rate=3e-4):
+    """Copy a "pwc" training checkpoint without its optimizer state (a third of the size).
+
+    The copy is compiled with the multi-scale loss, so :func:`lesiontrack.training.fit`
+    resumes from it (Adam's moments start again from zero). Written atomically.
+
+    Parameters
+    ----------
+    source, destination : path-like
+        ``.keras`` files.
+    """
+    import os
+    import tempfile
+
+    from lesiontrack.model_cache import load_model_file
+    from lesiontrack.tracking import pwc
+
+    trained = load_model_file(source)
+    copy = pwc.build_pwc(_trunk_filters(trained))
+    copy.set_weights(trained.get_weights())
+    for layer in copy.get_layer("trunk").layers:  # frozen blocks stay frozen on resume
+        layer.trainable = trained.get_layer("trunk").get_layer(layer.name).trainable
+    compile_pwc(copy, learning_rate=learning_rate)
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=destination.parent)
+    os.close(handle)
+    try:
+        copy.save(temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, destination)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _trunk_filters(model):
+    """Widths of ``conv1`` .. ``conv4`` of a "pwc" model."""
+    trunk = model.get_layer("trunk")
+    return tuple(int(trunk.get_layer(f"conv{level}_1").filters) for level in range(1, 5))

@@ -5,7 +5,10 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from lesiontrack.tracking import model as siamese  # noqa: E402
-from lesiontrack.tracking import pwc, pwc_train  # noqa: E402
+from lesiontrack.tracking import data as tracking_data  # noqa: E402
+from lesiontrack.tracking import pwc  # noqa: E402
+from lesiontrack.tracking.losses import PWC_LOSS_WEIGHTS, LevelRobustLoss  # noqa: E402
+from lesiontrack.tracking.train import compile_pwc  # noqa: E402
 
 TINY = dict(filters=(4, 8, 8, 8), extra_filters=(8, 8),
             decoder_widths={32: (8, 8), 16: (8, 8), 8: (8, 8), 4: (8, 8)},
@@ -87,7 +90,7 @@ def test_level_loss_known_answer():
     target = np.zeros((1, 8, 8, 3), np.float32)
     target[..., 0], target[..., 1], target[..., 2] = 3.0, 4.0, 1.0
     target[0, :4, :4, 2] = 0.0  # one 4x4 cell entirely invalid
-    loss = pwc_train.LevelRobustLoss(stride=4, alpha=0.5, epsilon=0.0)
+    loss = LevelRobustLoss(stride=4, alpha=0.5, epsilon=0.0)
     value = float(loss(target, np.zeros((1, 2, 2, 2), np.float32)))
     assert value == pytest.approx(5.0, rel=1e-5)
     # The invalid cell does not count, whatever is predicted there.
@@ -97,36 +100,93 @@ def test_level_loss_known_answer():
 
 
 def test_curriculum_rises_then_stays():
-    assert pwc_train.curriculum_high(0, curriculum_steps=100, start=0.4, end=1.2) == 0.4
-    assert pwc_train.curriculum_high(50, curriculum_steps=100, start=0.4, end=1.2) == \
+    assert tracking_data.curriculum_high(0, curriculum_steps=100, start=0.4, end=1.2) == 0.4
+    assert tracking_data.curriculum_high(50, curriculum_steps=100, start=0.4, end=1.2) == \
         pytest.approx(0.8)
-    assert pwc_train.curriculum_high(500, curriculum_steps=100, start=0.4, end=1.2) == 1.2
+    assert tracking_data.curriculum_high(500, curriculum_steps=100, start=0.4, end=1.2) == 1.2
 
 
-def test_one_training_step_changes_the_decoder_not_the_frozen_trunk():
+def test_one_training_step_changes_the_decoder_not_the_frozen_trunk(tmp_path):
     keras.backend.clear_session()
     model = pwc.build_pwc(**TINY)
     trunk = model.get_layer("trunk")
     trunk.get_layer("conv1_1").trainable = False
-    pwc_train.compile_model(model, learning_rate=1e-2)
+    compile_pwc(model, learning_rate=1e-2)
     x = {"image0": _images(), "image1": _images(seed=1)}
     target = np.concatenate([np.full((2, 64, 64, 2), 5.0), np.ones((2, 64, 64, 1))], -1)
-    targets = {key: target.astype(np.float32) for key in pwc_train.LOSS_WEIGHTS}
+    targets = {key: target.astype(np.float32) for key in PWC_LOSS_WEIGHTS}
     frozen = trunk.get_layer("conv1_1").get_weights()[0].copy()
     decoder = model.get_layer("decoder4_conv1").get_weights()[0].copy()
     losses = model.train_on_batch(x, targets, return_dict=True)
     assert np.isfinite(losses["loss"])
     # Zero flow against 5 px everywhere: each level's Charbonnier is about sqrt(50)^0.9.
-    assert losses["loss"] > 0.5 * sum(w for _, w in pwc_train.LOSS_WEIGHTS.values()) * 50 ** 0.45
+    assert losses["loss"] > 0.5 * sum(w for _, w in PWC_LOSS_WEIGHTS.values()) * 50 ** 0.45
     np.testing.assert_array_equal(trunk.get_layer("conv1_1").get_weights()[0], frozen)
     assert not np.allclose(model.get_layer("decoder4_conv1").get_weights()[0], decoder)
+    # A resume reloads the checkpoint compiled: the multi-scale loss and the step count.
+    model.save(tmp_path / "last.keras")
+    resumed = keras.saving.load_model(tmp_path / "last.keras")
+    assert {key: (type(loss), loss.stride) for key, loss in resumed.loss.items()} == {
+        key: (LevelRobustLoss, stride) for key, (stride, _) in PWC_LOSS_WEIGHTS.items()}
+    assert int(resumed.optimizer.iterations.numpy()) == 1
     keras.backend.clear_session()
 
 
 def test_pairs_made_on_the_fly_have_exact_flow(rng):
     image0 = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     image0 = np.asarray(__import__("cv2").GaussianBlur(image0, (0, 0), 3))
-    image1, flow, valid = pwc_train.make_pair(image0, rng=rng, strength=0.5)
+    image1, flow, valid = tracking_data.make_pair(image0, rng=rng, strength=0.5)
     assert image1.shape == image0.shape and flow.shape == (96, 128, 2)
     assert valid.dtype == bool and valid.mean() > 0.5
     assert np.abs(flow[valid]).max() > 0.5  # it moved
+
+
+def test_synthetic_pair_is_make_pair_at_a_drawn_strength():
+    image0 = np.asarray(__import__("cv2").GaussianBlur(
+        np.random.default_rng(7).integers(0, 255, (64, 80, 3), dtype=np.uint8), (0, 0), 3))
+    drawn = tracking_data.synthetic_pair(image0, rng=np.random.default_rng(9),
+                                         strength_range=(0.4, 1.3))
+    rng = np.random.default_rng(9)
+    made = tracking_data.make_pair(image0, rng=rng, strength=rng.uniform(0.4, 1.3))
+    for a, b in zip(drawn, made):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pwc_examples_are_crops_with_flow_and_validity(tmp_path, rng):
+    from synth.io import InputError, write_image
+
+    image = np.asarray(__import__("cv2").GaussianBlur(
+        rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), (0, 0), 2))
+    write_image(tmp_path / "a.png", image)
+    stream = tracking_data.iterate_pwc_examples(tmp_path, [{"image": "a.png"}], seed=0,
+                                                batch=1, crop=64, scale_range=(1.0, 1.0),
+                                                curriculum_steps=0, pool_size=2)
+    image0, image1, target = next(stream)
+    assert image0.shape == image1.shape == (64, 64, 3) and target.shape == (64, 64, 3)
+    assert set(np.unique(target[..., 2])) <= {0.0, 1.0} and target[..., 2].mean() > 0.3
+    with pytest.raises(InputError, match="no photos"):
+        tracking_data.PairPool(tmp_path, [], rng=rng)
+
+
+def test_cli_variant_pwc_calls_train_pwc(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from lesiontrack import cli
+    from lesiontrack.tracking import train
+
+    calls = []
+
+    def fake_train_pwc(dataset, out, **options):
+        calls.append((dataset, out, options))
+        return [{"epoch": 1, "val_epe": 4.0, "val_pck05": 0.5}]
+
+    monkeypatch.setattr(train, "train_pwc", fake_train_pwc)
+    result = CliRunner().invoke(cli.main, [
+        "train", "tracker", str(tmp_path / "ds"), "--variant", "pwc", "--out",
+        str(tmp_path / "t.keras"), "--freeze", "conv1,conv2", "--curriculum-steps", "600",
+        "--crop", "192", "--min-scale", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "val EPE 4.00 px" in result.output
+    (dataset, out, options), = calls
+    assert options["freeze"] == ("conv1", "conv2") and options["curriculum_steps"] == 600
+    assert options["crop"] == 192 and options["scale_range"] == (0.5, 1.0)
