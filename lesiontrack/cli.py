@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from synth.cli import InputErrorGroup
+from synth.cli import InputErrorGroup, output_file, output_folder
 from synth.io import InputError
 
 
@@ -32,10 +32,51 @@ def _import_tensorflow_quietly():
         os.close(saved)
 
 
+class _RemovedOnFailure:
+    """Context resource: the folders a command creates for ``path`` go again if it fails.
+
+    Only what did not exist when the command started is removed, and nothing that holds a
+    training state (``*.state.json``) to resume from.
+    """
+
+    def __init__(self, path):
+        missing = Path(path).absolute()
+        self.created = None
+        while not missing.exists():
+            self.created, missing = missing, missing.parent
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:  # click before 8.3 gives its resources no exception
+            exc_type, exc = sys.exc_info()[:2]
+        succeeded = exc_type is None or (isinstance(exc, click.exceptions.Exit)
+                                         and exc.exit_code == 0)
+        folder = self.created
+        if not succeeded and folder is not None and folder.is_dir() \
+                and not any(folder.rglob("*.state.json")):
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        return False
+
+
 def _output_folder(ctx, param, path):
-    """An ``--out`` folder: InputError when a file of that name is in the way."""
-    if path is not None and path.exists() and not path.is_dir():
-        raise InputError(f"{path}: exists and is not a folder")
+    """An ``--out`` folder: InputError when a file of that name is in the way; removed again
+    when the command fails and had created it."""
+    output_folder(ctx, param, path)
+    if path is not None:
+        ctx.with_resource(_RemovedOnFailure(path))
+    return path
+
+
+def _output_file(ctx, param, path):
+    """An ``--out`` file: InputError when a folder of that name is in the way; the folders
+    created for it are removed again when the command fails (unless resumable)."""
+    output_file(ctx, param, path)
+    if path is not None:
+        ctx.with_resource(_RemovedOnFailure(path.parent))
     return path
 
 
@@ -79,7 +120,7 @@ def evaluate():
 
 @train.command("detector")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
               help="Best model file (.keras); .csv log, .png curves, .state.json beside it.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1),
@@ -153,7 +194,7 @@ def detect_command(photos, out, weights, threshold, output_format, skin_only, cl
 
 @train.command("classifier")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
               help="Model file (.keras); .csv log, .png curves, .json summary beside it.")
 @click.option("--size", default=32, show_default=True, type=click.IntRange(min=8),
               help="Crop side in pixels (a square of twice the lesion's size, resized).")
@@ -183,7 +224,7 @@ def train_classifier_command(dataset, out, size, epochs, batch, learning_rate, l
 
 @train.command("colour-stats")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
               help="Model file to write (.pkl).")
 @click.option("--split", default="train", show_default=True, help="Dataset split to train on.")
 @click.option("--seed", default=0, show_default=True)
@@ -197,7 +238,7 @@ def train_colour_stats_command(dataset, out, split, seed):
 
 @train.command("baseline")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
               help="Model file to write (.npz).")
 @click.option("--split", default="train", show_default=True, help="Dataset split to train on.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most N samples.")
@@ -299,7 +340,7 @@ def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights
 
 @train.command("tracker")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
               help="Best model file (.keras); .csv log, .png curves, .state.json beside it.")
 @click.option("--init", type=click.Path(path_type=Path),
               help="Detector .keras (trunk copied by layer name) or tracker .keras to continue.")

@@ -40,6 +40,20 @@ def _os_error_message(error: OSError) -> str:
     return reason if name is None else f"{name}: {reason}"
 
 
+def output_folder(ctx, param, value):
+    """Click callback of an ``--out`` folder: InputError when a file of that name is in the way."""
+    if value is not None and Path(value).exists() and not Path(value).is_dir():
+        raise InputError(f"{value}: exists and is not a folder")
+    return value
+
+
+def output_file(ctx, param, value):
+    """Click callback of an ``--out`` file: InputError when a folder of that name is in the way."""
+    if value is not None and Path(value).is_dir():
+        raise InputError(f"{value}: is a folder; expected a file name")
+    return value
+
+
 def _parse_size(ctx, param, value):
     try:
         width, height = (int(v) for v in value.lower().split("x"))
@@ -117,7 +131,7 @@ def _parse_skin_tone(ctx, param, value):
 @click.option("--bodies", type=click.Path(exists=True, file_okay=False),
               help="Folder of body photos (optional skin/<name>.png masks, lesion boxes). "
                    "Default: the built-in procedural skin.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=click.Path(), callback=output_folder,
               help="Output folder (created; an interrupted run in it is resumed).")
 @click.option("--count", default=100, show_default=True, type=click.IntRange(1),
               help="Number of samples in the whole dataset (all shards).")
@@ -183,7 +197,8 @@ def _resolved(path):
 
 @main.command("contact-sheet")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--out", required=True, type=click.Path(), callback=output_file,
+              help="PNG to write.")
 @click.option("--count", default=6, show_default=True, type=click.IntRange(1))
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
 @click.option("--tile", default=320, show_default=True, type=click.IntRange(64),

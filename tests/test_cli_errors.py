@@ -161,17 +161,86 @@ def test_index_of_a_binary_manifest(synth_dataset, tmp_path):
     assert (copy / io.COCO_ANNOTATIONS).read_bytes() == before
 
 
-@pytest.mark.parametrize("command", [
-    ["make-dataset", "--count", "1", "--out"],
-    ["contact-sheet", "DATASET", "--out"],
+@pytest.mark.parametrize("command, problem", [
+    (["make-dataset", "--count", "1", "--out"], "exists and is not a folder"),
+    (["contact-sheet", "DATASET", "--out"], "is a folder; expected a file name"),
 ])
-def test_synth_out_of_the_wrong_kind(synth_dataset, tmp_path, command):
-    """Click's own check of the option: a usage error (exit 2), no traceback."""
+def test_synth_out_of_the_wrong_kind(synth_dataset, tmp_path, command, problem):
+    """The InputError line naming the path, exit 1, as lesiontrack's commands."""
     target = tmp_path / ("file" if command[0] == "make-dataset" else "folder.png")
     target.write_text("x") if command[0] == "make-dataset" else target.mkdir()
     args = [synth_dataset if a == "DATASET" else a for a in command]
     result = run(synth_main, args + [target])
-    assert assert_clean(result, codes=(2,)).startswith("Error: Invalid value for '--out'")
+    assert assert_clean(result, codes=(1,)) == f"Error: {target}: {problem}"
+    assert target.is_dir() or target.read_text() == "x"
+
+
+def _failing_after_writing(module, name, make_state=False):
+    """A stand-in for library function ``name`` of ``module`` that writes into its output
+    (a partial file, a state file with ``make_state``) and then fails on bad input."""
+    import importlib
+
+    def fails(source, out, **options):
+        folder = out if name.startswith("evaluate") else out.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "partial.json").write_text("{")
+        if make_state:
+            out.with_suffix(".state.json").write_text("{}")
+        raise io.InputError(f"{source}: no such dataset")
+
+    return importlib.import_module(module), name, fails
+
+
+FAILING = {
+    "evaluate detection": (["evaluate", "detection", "DS", "--classifier", "none", "--out"],
+                           "lesiontrack.evaluate", "evaluate_detection", "OUT"),
+    "evaluate tracking": (["evaluate", "tracking", "DS", "--methods", "zero", "--out"],
+                          "lesiontrack.tracking.evaluate", "evaluate_tracking", "OUT"),
+    "train detector": (["train", "detector", "DS", "--out"], "lesiontrack.detection.train",
+                       "train_detector", "OUT/model.keras"),
+    "train tracker": (["train", "tracker", "DS", "--out"], "lesiontrack.tracking.train",
+                      "train_tracker", "OUT/model.keras"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAILING))
+def test_a_failed_command_leaves_no_output_folder(name, tmp_path, monkeypatch):
+    command, module, function, out = FAILING[name]
+    monkeypatch.setattr(*_failing_after_writing(module, function))
+    target = tmp_path / "new" / "sub"
+    args = [tmp_path / "missing" if a == "DS" else a for a in command]
+    result = run(lesiontrack_main, args + [out.replace("OUT", str(target))])
+    assert assert_clean(result) == f"Error: {tmp_path / 'missing'}: no such dataset"
+    assert not (tmp_path / "new").exists()
+    # A folder that was there before is left as it was, with what the run wrote.
+    target.mkdir(parents=True)
+    (target / "mine.txt").write_text("keep")
+    result = run(lesiontrack_main, args + [out.replace("OUT", str(target))])
+    assert result.exit_code == 1 and (target / "mine.txt").read_text() == "keep"
+
+
+def test_a_failed_training_keeps_what_it_can_resume_from(tmp_path, monkeypatch):
+    monkeypatch.setattr(*_failing_after_writing("lesiontrack.detection.train", "train_detector",
+                                                make_state=True))
+    out = tmp_path / "run" / "model.keras"
+    result = run(lesiontrack_main, ["train", "detector", tmp_path / "missing", "--out", out])
+    assert result.exit_code == 1 and out.with_suffix(".state.json").is_file()
+
+
+def test_real_failures_leave_no_output_folder(tmp_path, files):
+    """Bad dataset paths and unreadable weights, run for real."""
+    (tmp_path / "bad.keras").write_bytes(b"not a model")
+    for args in (["evaluate", "detection", tmp_path / "missing", "--classifier", "none"],
+                 ["evaluate", "tracking", tmp_path / "missing", "--methods", "zero"],
+                 ["evaluate", "detection", files, "--weights", tmp_path / "bad.keras",
+                  "--classifier", "none"],
+                 ["detect", files / "good.png", "--weights", tmp_path / "bad.keras"]):
+        result = run(lesiontrack_main, args + ["--out", tmp_path / "new" / "out"])
+        assert assert_clean(result) and not (tmp_path / "new").exists(), args
+    for kind, model in (("detector", "m.keras"), ("tracker", "m.keras"), ("baseline", "m.npz")):
+        result = run(lesiontrack_main, ["train", kind, tmp_path / "missing", "--out",
+                                        tmp_path / "new" / model])
+        assert assert_clean(result) and not (tmp_path / "new").exists(), kind
 
 
 def test_make_dataset_skips_unusable_body_photos(tmp_path):
