@@ -207,16 +207,20 @@ def detect_command(photos, out, weights, threshold, output_format, skin_only, cl
                    "scale (repeatable).")
 @click.option("--library-copies", default=3, show_default=True, type=click.IntRange(min=1),
               help="Crops per library lesion (each at a new size and skin patch).")
+@click.option("--colour-inputs", is_flag=True,
+              help="Also feed the lesion's colour statistics (Lab/HSV mean, spread, "
+                   "percentiles) to the classifier's head.")
 @click.option("--seed", default=0, show_default=True, help="Seed of augmentation and weights.")
 def train_classifier_command(dataset, out, size, epochs, batch, learning_rate, libraries,
-                             library_copies, seed):
+                             library_copies, colour_inputs, seed):
     """Train the second-stage malignancy classifier on DATASET (resumes from OUT's state)."""
     from lesiontrack.detection.train_classifier import ClassifierTrainingConfig, train_classifier
 
     config = ClassifierTrainingConfig(size=size, epochs=epochs, batch_size=batch,
                                       learning_rate=learning_rate,
                                       libraries=tuple(str(p) for p in libraries),
-                                      library_copies=library_copies, seed=seed)
+                                      library_copies=library_copies,
+                                      colour_inputs=colour_inputs, seed=seed)
     summary = train_classifier(dataset, out, config=config)
     click.echo(f"best epoch {summary['best_epoch']}: val AUC {summary['best_val_auc']:.3f} on "
                f"{summary['val_crops']} lesions; model in {out}")
@@ -255,11 +259,21 @@ def train_baseline(dataset, out, split, limit, seed):
 
 
 @evaluate.command("detection")
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder,
-              help="Folder for the figures, metrics.json and summary.md.")
+              help="Folder for metrics.json, summary.md and the figures; for photo folders "
+                   "also photos.csv and an overlay per photo (pictures of the photos: keep "
+                   "the folder out of version control, e.g. under runs/).")
 @click.option("--split", default="test", show_default=True,
-              help="Split of a synthesized dataset (ignored for COCO photo folders).")
+              help="Split of a synthesized dataset; with --bodies-of, the split whose body "
+                   "photos are evaluated.")
+@click.option("--bodies-of", type=click.Path(path_type=Path),
+              help="Synthesized dataset whose splits.json selects the photos of a photo "
+                   "folder: only the body photos it put in --split (e.g. the test bodies, "
+                   "never trained on).")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Detection threshold of the real-photo figures (photo folders), that of "
+                   "`lesiontrack detect` by default. FROC and AP sweep every score.")
 @click.option("--weights", default="default", show_default=True,
               help="Detector weights (.keras), 'default', or 'none' to skip the detector.")
 @click.option("--baseline", type=click.Path(path_type=Path),
@@ -272,17 +286,35 @@ def train_baseline(dataset, out, split, limit, seed):
                    "also scoring the detector's lesions.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the pixel subsample.")
-def evaluate_detection_command(dataset, out, split, weights, baseline, classifier, colour_stats,
-                               limit, seed):
-    """Detection FROC and ROC curves on DATASET (synthesized or COCO-annotated photos)."""
+def evaluate_detection_command(source, out, split, bodies_of, threshold, weights, baseline,
+                               classifier, colour_stats, limit, seed):
+    """Detection figures of the detector (and a baseline) on SOURCE.
+
+    SOURCE is one of:
+
+    \b
+    - a synthesized dataset (dataset.json): FROC, COCO AP@0.5 and AP@[.5:.95],
+      malignant-vs-benign and pixel ROC, all also by Fitzpatrick skin type;
+    - a folder of photos with a COCO annotations.json: the same without the pixel ROC,
+      plus the real-photo figures below;
+    - a folder of body photos with lesions.csv (tile,x,y,radius_px,label[,note]; label
+      'lesion' = clear, 'ambiguous' = doubtful): the real-photo figures only.
+
+    Real-photo figures, at --threshold: recall of the clear lesions, precision (a detection
+    on an ambiguous annotation is neither right nor wrong, one on no annotation is a false
+    positive), false positives per photo, a row per photo, an overlay per photo. A detection
+    is on a lesion when its box holds the lesion's centre or its centroid lies within the
+    lesion's radius + 4 px.
+    """
     from lesiontrack.evaluate import evaluate_detection
 
     weights = None if weights.lower() == "none" else weights
     if weights is None and baseline is None:
         raise click.UsageError("nothing to evaluate: --weights none without --baseline")
-    evaluate_detection(dataset, out, split=split, weights=weights, baseline=baseline,
+    evaluate_detection(source, out, split=split, weights=weights, baseline=baseline,
                        classifier=None if classifier.lower() == "none" else classifier,
-                       colour_stats=colour_stats, limit=limit, seed=seed)
+                       colour_stats=colour_stats, limit=limit, threshold=threshold,
+                       bodies_of=bodies_of, seed=seed)
     click.echo((out / "summary.md").read_text(), nl=False)
 
 

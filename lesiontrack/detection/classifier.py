@@ -53,7 +53,8 @@ class SkinRelative(layers.Layer):
 
 
 def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEATURES,
-                     dropout=0.3, embedding_scale=1.0, relative=True, name="lesion_classifier"):
+                     dropout=0.3, embedding_scale=1.0, relative=True, colour_mean=None,
+                     colour_variance=None, name="lesion_classifier"):
     """Connect the classifier's layers (no weights, no compilation).
 
     Parameters
@@ -72,12 +73,15 @@ def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEA
     relative : bool
         Also feed the crop's colour relative to its surrounding skin (:class:`SkinRelative`)
         as three more channels.
+    colour_mean, colour_variance : sequence of float, optional
+        Given: a second input, the colour statistics of the lesion
+        (:func:`colour_inputs`), standardised with these and joined to the image features.
 
     Returns
     -------
     keras.Model
-        float32 (B, size, size, 3) RGB in [0, 255] -> [float32 (B, 1) P(malignant),
-        float32 (B, features) embedding].
+        float32 (B, size, size, 3) RGB in [0, 255] (and float32 (B, 31) colour statistics)
+        -> [float32 (B, 1) P(malignant), float32 (B, features) embedding].
     """
     inputs = keras.Input((size, size, 3), name="crop")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
@@ -94,13 +98,21 @@ def build_classifier(*, size=DEFAULT_SIZE, filters=DEFAULT_FILTERS, features=FEA
             x = layers.BatchNormalization(name=f"stage{stage}_{k}_bn")(x)
             x = layers.Activation("relu", name=f"stage{stage}_{k}_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model_inputs = inputs
+    if colour_mean is not None:
+        colour = keras.Input((len(colour_mean),), name="colour")
+        standard = layers.Normalization(mean=list(colour_mean), variance=list(colour_variance),
+                                        name="colour_norm")(colour)
+        standard = layers.Dense(32, activation="relu", name="colour_dense")(standard)
+        x = layers.Concatenate(name="joined")([x, standard])
+        model_inputs = [inputs, colour]
     x = layers.Dense(features, activation="relu", name="features")(x)
     head = layers.Dropout(dropout, name="dropout")(x)
     malignancy = layers.Dense(1, activation="sigmoid", dtype="float32", name="malignancy")(head)
     unit = layers.UnitNormalization(name="unit")(x)
     embedding = layers.Rescaling(1.0 / float(embedding_scale), dtype="float32",
                                  name="embedding")(unit)
-    return keras.Model(inputs, [malignancy, embedding], name=name)
+    return keras.Model(model_inputs, [malignancy, embedding], name=name)
 
 
 def training_view(model):
@@ -110,16 +122,44 @@ def training_view(model):
 
 def with_embedding_scale(model, embedding_scale):
     """A copy of ``model`` whose embedding is divided by ``embedding_scale``."""
-    size = int(model.input_shape[1])
+    size = crop_size(model)
     filters = tuple(int(model.get_layer(f"stage{k}_1").filters)
                     for k in range(1, 10) if _has_layer(model, f"stage{k}_1"))
     copy = build_classifier(size=size, filters=filters,
                             features=int(model.get_layer("features").units),
                             dropout=float(model.get_layer("dropout").rate),
                             embedding_scale=embedding_scale,
-                            relative=_has_layer(model, "relative"), name=model.name)
+                            relative=_has_layer(model, "relative"), name=model.name,
+                            **colour_normalisation(model))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def colour_normalisation(model):
+    """``colour_mean`` and ``colour_variance`` of a classifier with colour inputs, else {}."""
+    if not _has_layer(model, "colour_norm"):
+        return {}
+    config = model.get_layer("colour_norm").get_config()
+    return {"colour_mean": np.ravel(config["mean"]).tolist(),
+            "colour_variance": np.ravel(config["variance"]).tolist()}
+
+
+def colour_inputs(crops):
+    """Colour statistics of the lesion in each crop: float32 (N, 31).
+
+    The lesion's box is the central half of a crop of twice its size; it is resized to 24 px
+    and described by :func:`lesiontrack.baselines.colour_stats.colour_features`.
+    """
+    import cv2
+
+    from lesiontrack.baselines.colour_stats import SIZE, colour_features
+
+    crops = np.asarray(crops)
+    side = crops.shape[1]
+    lo, hi = side // 4, side - side // 4
+    rows = [colour_features(cv2.resize(np.ascontiguousarray(crop[lo:hi, lo:hi]), (SIZE, SIZE),
+                                       interpolation=cv2.INTER_AREA)) for crop in crops]
+    return np.asarray(rows, np.float32).reshape(len(crops), -1)
 
 
 def _has_layer(model, name):
@@ -131,7 +171,7 @@ def check_classifier(model, path):
     """Raise InputError unless ``model`` looks like this classifier."""
     names = {layer.name for layer in model.layers}
     missing = {"features", "malignancy", "embedding"} - names
-    shape = model.input_shape
+    shape = model.inputs[0].shape
     if missing or len(model.outputs) != 2:
         raise InputError(f"{path}: not a lesion classifier (no layer "
                          f"{', '.join(sorted(missing)) or 'pair of outputs'})")
@@ -157,7 +197,7 @@ def load_classifier(weights="default"):
 
 def crop_size(model) -> int:
     """Crop side the classifier expects, in pixels."""
-    return int(model.input_shape[1])
+    return int(model.inputs[0].shape[1])
 
 
 def predict_crops(model, crops, *, batch_size=256, flips=True):
@@ -191,16 +231,19 @@ def predict_crops(model, crops, *, batch_size=256, flips=True):
     if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
         raise ValueError(f"crops must be (N, {size}, {size}, 3), got {crops.shape}")
     views = [crops, crops[:, :, ::-1], crops[:, ::-1], crops[:, ::-1, ::-1]] if flips else [crops]
+    # Colour statistics of the inscribed ellipse do not change under flips: computed once.
+    colour = colour_inputs(crops) if len(model.inputs) == 2 else None
     forward = graph_function(model)
     probabilities = np.zeros(len(crops), np.float32)
     embeddings = np.zeros((len(crops), dimension), np.float32)
     for view in views:
         for start in range(0, len(crops), batch_size):
-            batch = np.ascontiguousarray(view[start:start + batch_size], np.float32)
-            # Fixed batch shape per call size class keeps retracing rare.
-            malignancy, embedding = forward(batch)
-            probabilities[start:start + len(batch)] += np.asarray(malignancy)[:, 0]
-            embeddings[start:start + len(batch)] += np.asarray(embedding)
+            batch = [np.ascontiguousarray(view[start:start + batch_size], np.float32)]
+            if colour is not None:
+                batch.append(colour[start:start + batch_size])
+            malignancy, embedding = forward(*batch)
+            probabilities[start:start + len(batch[0])] += np.asarray(malignancy)[:, 0]
+            embeddings[start:start + len(batch[0])] += np.asarray(embedding)
     return probabilities / len(views), embeddings / len(views)
 
 

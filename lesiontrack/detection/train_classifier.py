@@ -36,6 +36,7 @@ class ClassifierTrainingConfig:
     features: int = clf.FEATURES
     dropout: float = 0.3
     relative: bool = True
+    colour_inputs: bool = False
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -126,6 +127,12 @@ def class_weights(malignant):
     return weights.astype(np.float32)
 
 
+def _model_inputs(views, config):
+    """The classifier's inputs for uint8 (N, S, S, 3) views: the crops (and colour statistics)."""
+    crops = views.astype(np.float32)
+    return (crops, clf.colour_inputs(views)) if config.colour_inputs else crops
+
+
 def embedding_scale(model, crops: CropSet, *, size):
     """Median atypicality of the lesions of multi-lesion photos, with unit-length features."""
     groups = {}
@@ -181,9 +188,16 @@ def train_classifier(dataset, out, *, config: ClassifierTrainingConfig | None = 
     steps = int(np.ceil(len(train) / config.batch_size))
 
     keras.utils.set_random_seed(config.seed)
-    model = clf.build_classifier(size=config.size, filters=tuple(config.filters),
-                                 features=config.features, dropout=config.dropout,
-                                 relative=config.relative)
+    val_inputs = _model_inputs(val_views, config)
+    colour = {}
+    if config.colour_inputs:
+        reference = clf.colour_inputs(np.stack([view_crop(image, size=config.size)
+                                                for image in train.images]))
+        colour = {"colour_mean": reference.mean(0).tolist(),
+                  "colour_variance": np.maximum(reference.var(0), 1e-6).tolist()}
+    architecture = dict(size=config.size, filters=tuple(config.filters), features=config.features,
+                        dropout=config.dropout, relative=config.relative, **colour)
+    model = clf.build_classifier(**architecture)
     trainer = clf.training_view(model)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate,
                                                       decay_steps=steps * config.epochs, alpha=0.05)
@@ -196,12 +210,11 @@ def train_classifier(dataset, out, *, config: ClassifierTrainingConfig | None = 
         views = np.stack([augment_crop(train.images[i], rng=epoch_rng, size=config.size)
                           for i in order])
         labels = train.malignant[order].astype(np.float32)[:, None]
-        data = (views.astype(np.float32), labels, weights[order])
+        data = (_model_inputs(views, config), labels, weights[order])
         return tf.data.Dataset.from_tensor_slices(data).batch(config.batch_size)
 
     def validate(model_view):
-        scores = np.asarray(model_view.predict(val_views.astype(np.float32), verbose=0,
-                                               batch_size=256))[:, 0]
+        scores = np.asarray(model_view.predict(val_inputs, verbose=0, batch_size=256))[:, 0]
         truth = val.malignant
         fpr, tpr, _ = metrics.roc_curve(scores, truth)
         clipped = np.clip(scores, 1e-6, 1 - 1e-6)
@@ -213,9 +226,7 @@ def train_classifier(dataset, out, *, config: ClassifierTrainingConfig | None = 
     trainer, history = fit(trainer, make_dataset, validate, out, epochs=config.epochs,
                            steps=steps, monitor="auc", mode="max", config=record)
     best = keras.saving.load_model(files.best, compile=False)
-    full = clf.build_classifier(size=config.size, filters=tuple(config.filters),
-                                features=config.features, dropout=config.dropout,
-                                relative=config.relative)
+    full = clf.build_classifier(**architecture)
     for layer in best.layers:
         if layer.weights:
             full.get_layer(layer.name).set_weights(layer.get_weights())

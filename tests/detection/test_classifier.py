@@ -101,3 +101,27 @@ def test_skin_relative_subtracts_the_mean_colour_of_the_outer_band():
     np.testing.assert_allclose(out[0, 0, 0, 0], 0.0, atol=1e-5)
     np.testing.assert_allclose(out[0, 3, 3, 0], 40.0, atol=1e-5)
     np.testing.assert_allclose(out[0, :, 0, 1], np.arange(8) - 3.5, atol=1e-5)  # band mean 3.5
+
+
+def test_classifier_with_colour_inputs_round_trips(tmp_path):
+    import keras
+
+    from lesiontrack.detection.classifier import (build_classifier, colour_inputs,
+                                                  load_classifier_file, predict_crops,
+                                                  with_embedding_scale)
+
+    crops = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    colour = colour_inputs(crops)
+    assert colour.shape == (3, 31) and colour.dtype == np.float32
+    red = np.zeros((1, 32, 32, 3), np.uint8)
+    red[:, 8:24, 8:24] = (255, 0, 0)  # the lesion's box, the central half
+    assert colour_inputs(red)[0, 0] == pytest.approx(53.24, abs=0.1)  # L* of red
+    model = build_classifier(size=32, filters=(8,), features=8,
+                             colour_mean=colour.mean(0), colour_variance=colour.var(0) + 1)
+    p0, e0 = predict_crops(model, crops)
+    copy = with_embedding_scale(model, 2.0)
+    model.save(tmp_path / "colour.keras")
+    p1, e1 = predict_crops(load_classifier_file(tmp_path / "colour.keras"), crops)
+    np.testing.assert_allclose(p1, p0, atol=1e-6)
+    np.testing.assert_allclose(predict_crops(copy, crops)[1], e0 / 2.0, atol=1e-6)
+    keras.backend.clear_session()
