@@ -1,20 +1,29 @@
 """Detection evaluation: FROC, malignant-vs-benign ROC and pixel ROC (Li, Esteva et al. 2016
-fig. 4), for the FCN detector and the sliding-window baseline on the same images.
+fig. 4), COCO box AP, and the figures per skin tone, for the FCN detector and the
+sliding-window baseline on the same images; recall and precision on real photos.
 
 Sources:
 
-* a synthesized dataset (``dataset.json`` + ``manifest.jsonl``): lesion boxes, malignancy and
-  diagnosis from the manifest, label maps for the pixel ROC;
+* a synthesized dataset (``dataset.json`` + ``manifest.jsonl``): lesion boxes, malignancy,
+  diagnosis and the sample's Fitzpatrick skin type from the manifest, label maps for the
+  pixel ROC. Blends too faint to see and the body photo's own lesions (label 3) are
+  neither right nor wrong to detect in the AP (COCO crowd regions);
 * any folder of photos with a COCO ``annotations.json``: boxes, and malignancy from the
   category name (``benign`` / ``malignant``) or a ``malignant`` attribute of the annotation
   (``annotation["malignant"]`` or ``annotation["attributes"]["malignant"]``); an optional
   ``diagnosis`` the same way. Photos are looked up beside the file or under ``images/``.
-  Without label maps there is no pixel ROC.
+  Annotations with ``iscrowd`` 1 or a category named ambiguous / ignore are uncertain:
+  neither right nor wrong to detect. Without label maps there is no pixel ROC. The
+  real-photo figures (:mod:`lesiontrack.real_photos`) are added at the operating threshold;
+* a folder of body photos with a ``lesions.csv`` (clear and ambiguous lesions marked by
+  hand, :func:`lesiontrack.real_photos.read_lesions_csv`): the real-photo figures only.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lesiontrack import metrics, plots
+from lesiontrack import metrics, plots, real_photos
 from synth.io import (COCO_ANNOTATIONS, InputError, atomic_path, is_dataset, present_lesions, read_image,
                       read_json, read_label_map, read_manifest, write_json)
 from synth.progress import progress_bar
@@ -31,6 +40,9 @@ log = logging.getLogger(__name__)
 
 FP_RATES = (0.5, 1.0, 2.0, 4.0)
 LOW_THRESHOLD = 0.05  # detections are kept down to this score so the FROC sweeps the score
+DEFAULT_THRESHOLD = 0.5  # that of ``lesiontrack detect``: the real-photo operating point
+#: Fitzpatrick skin types grouped for the per-tone figures.
+SKIN_TONE_GROUPS = (("I-III", (1, 2, 3)), ("IV", (4,)), ("V-VI", (5, 6)))
 FCN_NAME = "FCN"
 BASELINE_NAME = "sliding window"
 
@@ -51,6 +63,11 @@ class AnnotatedImage:
         Per lesion True, False or None (unknown).
     diagnosis : list
         Per lesion a diagnosis string or None.
+    ignore_boxes : ndarray
+        float (K, 4): lesions that are neither right nor wrong to detect (too faint, of
+        unknown position or diagnosis, or marked uncertain).
+    fitzpatrick : int or None
+        Skin type I-VI (1-6) of the image, when the source records it.
     """
 
     id: str
@@ -59,6 +76,8 @@ class AnnotatedImage:
     boxes: np.ndarray
     malignant: list = field(default_factory=list)
     diagnosis: list = field(default_factory=list)
+    ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    fitzpatrick: int | None = None
 
 
 # --------------------------------------------------------------------------- sources
@@ -71,13 +90,41 @@ def _from_dataset(root: Path, split: str | None) -> list[AnnotatedImage]:
         if split is not None and record.get("split") != split:
             continue
         lesions = present_lesions(record)
+        taught = {id(lesion) for lesion in lesions}
+        # Blends labelled ignore (too faint) and the body photo's own lesions (label 3).
+        uncertain = [lesion["bbox"] for lesion in record.get("lesions", [])
+                     if lesion.get("bbox") and id(lesion) not in taught]
+        uncertain += [lesion["bbox"] for lesion in record.get("real_lesions") or []
+                      if lesion.get("bbox")]
         items.append(AnnotatedImage(
             id=str(record["id"]), image=root / record["image"],
             labels=root / record["labels"] if record.get("labels") else None,
             boxes=np.asarray([lesion["bbox"] for lesion in lesions], float).reshape(-1, 4),
             malignant=[_malignant_flag(lesion) for lesion in lesions],
-            diagnosis=[lesion.get("diagnosis") for lesion in lesions]))
+            diagnosis=[lesion.get("diagnosis") for lesion in lesions],
+            ignore_boxes=np.asarray(uncertain, float).reshape(-1, 4),
+            fitzpatrick=_skin_type(record.get("fitzpatrick"))))
     return items
+
+
+def _skin_type(value):
+    """Fitzpatrick type 1-6 from a manifest value (int, "IV", "4"), else None."""
+    romans = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
+    if isinstance(value, str):
+        value = romans.get(value.strip().upper(), value.strip())
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return None
+    return value if 1 <= value <= 6 else None
+
+
+def skin_tone_group(fitzpatrick) -> str | None:
+    """Name of the :data:`SKIN_TONE_GROUPS` group of a Fitzpatrick type (1-6), else None."""
+    for name, types in SKIN_TONE_GROUPS:
+        if fitzpatrick in types:
+            return name
+    return None
 
 
 def _malignant_flag(record: dict):
@@ -91,6 +138,9 @@ def _malignant_flag(record: dict):
     if record.get("label") in (1, 2):
         return record["label"] == 2
     return None
+
+
+UNCERTAIN_CATEGORIES = ("ambiguous", "ignore")
 
 
 def _from_coco(root: Path) -> list[AnnotatedImage]:
@@ -112,13 +162,16 @@ def _from_coco(root: Path) -> list[AnnotatedImage]:
         if len(box) != 4:
             raise InputError(f"{path}: bbox must be [x, y, w, h], got {box}")
         name = categories.get(annotation.get("category_id"), "")
+        if annotation.get("iscrowd") or name.startswith(UNCERTAIN_CATEGORIES):
+            by_image.setdefault(image_id, []).append((box, None, None, True))
+            continue
         if name in ("malignant", "benign"):
             malignant = name == "malignant"
         else:
             malignant = _malignant_flag({k: v for k, v in annotation.items() if k != "label"})
         attributes = annotation.get("attributes") or {}
         diagnosis = annotation.get("diagnosis", attributes.get("diagnosis"))
-        by_image.setdefault(image_id, []).append((box, malignant, diagnosis))
+        by_image.setdefault(image_id, []).append((box, malignant, diagnosis, False))
     items = []
     for entry in coco["images"]:
         try:
@@ -129,15 +182,40 @@ def _from_coco(root: Path) -> list[AnnotatedImage]:
         image = next((c for c in candidates if c.is_file()), None)
         if image is None:
             raise InputError(f"{candidates[0]}: no such file (listed in {path})")
-        lesions = by_image.get(entry.get("id"), [])
+        annotated = by_image.get(entry.get("id"), [])
+        lesions = [a for a in annotated if not a[3]]
         items.append(AnnotatedImage(
             id=str(entry.get("id", name)), image=image, labels=None,
-            boxes=np.asarray([b for b, _, _ in lesions], float).reshape(-1, 4),
-            malignant=[m for _, m, _ in lesions], diagnosis=[d for _, _, d in lesions]))
+            boxes=np.asarray([b for b, _, _, _ in lesions], float).reshape(-1, 4),
+            malignant=[m for _, m, _, _ in lesions], diagnosis=[d for _, _, d, _ in lesions],
+            ignore_boxes=np.asarray([a[0] for a in annotated if a[3]], float).reshape(-1, 4),
+            fitzpatrick=_skin_type(entry.get("fitzpatrick"))))
     return items
 
 
-def read_detection_truth(source, *, split="test", limit=None) -> list[AnnotatedImage]:
+def source_kind(source) -> str:
+    """How :func:`evaluate_detection` reads ``source``.
+
+    Returns
+    -------
+    str
+        ``"dataset"`` (``dataset.json``), else ``"coco"`` (``annotations.json``), else
+        ``"lesions.csv"`` (a folder of body photos with ``lesions.csv``).
+    """
+    root = Path(source)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder")
+    if is_dataset(root):
+        return "dataset"
+    if (root / COCO_ANNOTATIONS).is_file():
+        return "coco"
+    if (root / real_photos.LESIONS_CSV).is_file():
+        return "lesions.csv"
+    raise InputError(f"{root}: neither a synthesized dataset (dataset.json) nor a folder of "
+                     f"photos with {COCO_ANNOTATIONS} or {real_photos.LESIONS_CSV}")
+
+
+def read_detection_truth(source, *, split="test", limit=None, names=None) -> list[AnnotatedImage]:
     """The images of a synthesized dataset's split or of a COCO-annotated photo folder.
 
     Parameters
@@ -148,21 +226,26 @@ def read_detection_truth(source, *, split="test", limit=None) -> list[AnnotatedI
         Split of a synthesized dataset (ignored for COCO folders); None takes every sample.
     limit : int, optional
         Keep the first ``limit`` images.
+    names : iterable of str, optional
+        COCO folders: keep only the photos of these names (file names without suffix); each
+        must be listed.
 
     Returns
     -------
     list of AnnotatedImage
     """
     root = Path(source)
-    if not root.is_dir():
-        raise InputError(f"{root}: no such folder")
-    if is_dataset(root):
+    kind = source_kind(root)
+    if kind == "dataset":
         items = _from_dataset(root, split)
-    elif (root / COCO_ANNOTATIONS).is_file():
+    elif kind == "coco":
         items = _from_coco(root)
+        if names is not None:
+            by_name = {item.image.stem: item for item in items}
+            items = [by_name[name] for name in real_photos.select_photos(by_name, names, root)]
     else:
-        raise InputError(f"{root}: neither a synthesized dataset (dataset.json) nor a folder "
-                         f"with {COCO_ANNOTATIONS}")
+        raise InputError(f"{root}: a folder of photos with {real_photos.LESIONS_CSV} only; "
+                         "its figures are those of lesiontrack.real_photos")
     if limit is not None:
         items = items[: int(limit)]
     if not items:
@@ -204,8 +287,8 @@ def _fcn_runner(weights, *, threshold=LOW_THRESHOLD, classifier=None, colour_sta
     return run
 
 
-def _baseline_runner(path, *, threshold=LOW_THRESHOLD):
-    """A function image -> (lesions, heatmap) for the sliding-window baseline."""
+def _baseline_runner(path, *, threshold=LOW_THRESHOLD, heatmap=True):
+    """A function image -> (lesions, heatmap or None) for the sliding-window baseline."""
     from lesiontrack.baselines.sliding_window import (detect_sliding_window,
                                                       load_sliding_window,
                                                       sliding_window_heatmap)
@@ -214,7 +297,7 @@ def _baseline_runner(path, *, threshold=LOW_THRESHOLD):
 
     def run(image):
         return (detect_sliding_window(image, model, threshold=threshold),
-                sliding_window_heatmap(image, model))
+                sliding_window_heatmap(image, model) if heatmap else None)
 
     return run
 
@@ -261,7 +344,7 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
         ``froc`` curve, ``sensitivity_at_fp``, ``mean_sensitivity``, ``operating_point``,
         ``per_diagnosis``, ``roc_malignant``, ``roc_pixel`` (curves and AUCs), counts.
     """
-    per_image = []
+    per_image, per_image_boxes = [], []
     lesion_best, lesion_malignancy = [], []  # per true lesion: matched score, malignancy
     # Every malignancy field of the detections (e.g. the FCN's and the second stage's): per
     # true lesion the matched detection's value, for the comparison on the same lesions.
@@ -273,6 +356,8 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
         scores = np.asarray([d["score"] for d in lesions], float)
         malignancy = np.asarray([d.get("malignancy", np.nan) for d in lesions], float)
         per_image.append((centroids, scores))
+        per_image_boxes.append((np.asarray([d["bbox"] for d in lesions], float).reshape(-1, 4),
+                                scores))
         _, true_to_pred, _ = metrics.match_detections(centroids, item.boxes, scores=scores)
         found = true_to_pred >= 0
         lesion_best.append(np.where(found, scores[np.maximum(true_to_pred, 0)]
@@ -288,6 +373,8 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     lesion_best = np.concatenate(lesion_best) if lesion_best else np.zeros(0)
     lesion_malignancy = np.concatenate(lesion_malignancy) if lesion_malignancy else np.zeros(0)
     at_fp = {f"{rate:g}": metrics.sensitivity_at_fp(fp, sens, rate) for rate in fp_rates}
+    coco_ap = metrics.coco_average_precision(per_image_boxes, [item.boxes for item in items],
+                                             ignore=[item.ignore_boxes for item in items])
 
     # Operating point: best sensitivity within 1 false positive per image (highest threshold
     # on ties); per-diagnosis sensitivity is read there.
@@ -322,6 +409,8 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     lesion_fields = {key: np.concatenate(values) for key, values in lesion_fields.items()}
     by_field = {key: lesion_auc(values, truth, known & found_any)
                 for key, values in lesion_fields.items()}
+    per_tone = per_skin_tone(items, per_image, lesion_malignancy, truth, known & found_any,
+                             thresholds=thresholds, found_at_point=found_at_point)
 
     if heatmaps:
         pfpr, ptpr, _ = metrics.pixel_roc(heatmaps, label_maps, rng=rng)
@@ -341,6 +430,8 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
         "mean_sensitivity": float(np.mean(list(at_fp.values()))) if at_fp else None,
         "operating_point": point,
         "per_diagnosis": per_diagnosis,
+        "coco_ap": coco_ap,
+        "per_skin_tone": per_tone,
         "froc": {"fp_per_image": froc_fp, "sensitivity": froc_sens, "thresholds": froc_thr},
         "roc_malignant": {"auc": _finite(malignant_auc), "malignant": n_malignant,
                           "benign": n_benign, "fpr": mfpr, "tpr": mtpr},
@@ -351,6 +442,63 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
         "_lesions": {"found": found_any, "known": known, "truth": truth,
                      "fields": lesion_fields},
     }
+
+
+def per_skin_tone(items, per_image, lesion_malignancy, truth, usable, *, thresholds=None,
+                  fp_rate=1.0, found_at_point=None) -> dict:
+    """Sensitivity at ``fp_rate`` false positives per image and malignancy AUC by skin tone.
+
+    Images are grouped by their Fitzpatrick type (:data:`SKIN_TONE_GROUPS`); each group gets
+    its own FROC (false positives per image of that group) and the malignant-vs-benign AUC of
+    its found lesions.
+
+    Parameters
+    ----------
+    items : list of AnnotatedImage
+    per_image : list of (centroids, scores)
+        Per image float (N, 2) and (N,), as :func:`lesiontrack.metrics.froc`.
+    lesion_malignancy : ndarray
+        float (M,) over the true lesions of all images in order: the matched detection's
+        malignancy (NaN when not found).
+    truth : ndarray
+        bool (M,) malignant.
+    usable : ndarray
+        bool (M,) lesions of known diagnosis that were found.
+    thresholds : array_like, optional
+        FROC thresholds.
+    fp_rate : float
+    found_at_point : ndarray, optional
+        bool (M,), lesions found at the operating point chosen on all images: adds
+        ``sensitivity_at_operating_point`` (the same threshold for every group).
+
+    Returns
+    -------
+    dict
+        Group name -> ``images``, ``lesions``, ``sensitivity_at_1fp`` (or at ``fp_rate``),
+        ``auc_malignant``, ``malignant``, ``benign``; only groups with images; empty when no
+        image has a skin type.
+    """
+    groups = [skin_tone_group(item.fitzpatrick) for item in items]
+    lesion_groups = np.asarray([group for item, group in zip(items, groups)
+                                for _ in range(len(item.boxes))], dtype=object)
+    result = {}
+    for name, _ in SKIN_TONE_GROUPS:
+        chosen = [index for index, group in enumerate(groups) if group == name]
+        if not chosen:
+            continue
+        fp, sens, _ = metrics.froc([per_image[i] for i in chosen],
+                                   [items[i].boxes for i in chosen], thresholds=thresholds)
+        mask = lesion_groups == name if len(lesion_groups) else np.zeros(0, bool)
+        auc = lesion_auc(lesion_malignancy, truth, usable & mask)
+        result[name] = {"images": len(chosen), "lesions": int(mask.sum()),
+                        f"sensitivity_at_{fp_rate:g}fp": metrics.sensitivity_at_fp(fp, sens,
+                                                                                   fp_rate),
+                        "auc_malignant": auc["auc"], "malignant": auc["malignant"],
+                        "benign": auc["benign"]}
+        if found_at_point is not None:
+            result[name]["sensitivity_at_operating_point"] = (
+                float(np.asarray(found_at_point)[mask].mean()) if mask.any() else None)
+    return result
 
 
 def lesion_auc(scores, truth, mask) -> dict:
@@ -459,14 +607,29 @@ def _summary_table(results: dict, counts: dict) -> str:
         f"{counts['images']} images, {counts['lesions']} lesions ({counts['malignant']} "
         f"malignant, {counts['benign']} benign, {counts['unknown']} unknown).", "",
         "| method | " + " | ".join(f"sens@{r} FP" for r in rates)
-        + " | AUC malignant | AUC pixel | s/image |",
-        "|---|" + "---|" * (len(rates) + 3),
+        + " | AP@0.5 | AP@[.5:.95] | AUC malignant | AUC pixel | s/image |",
+        "|---|" + "---|" * (len(rates) + 5),
     ]
     for name, result in results.items():
         lines.append(
             f"| {name} | " + " | ".join(cell(result["sensitivity_at_fp"][r]) for r in rates)
-            + f" | {cell(result['roc_malignant']['auc'])} | {cell(result['roc_pixel']['auc'])}"
+            + f" | {cell(result['coco_ap']['ap50'])} | {cell(result['coco_ap']['ap'])}"
+            f" | {cell(result['roc_malignant']['auc'])} | {cell(result['roc_pixel']['auc'])}"
             f" | {result['seconds_per_image']:.2f} |")
+    tones = [(name, result["per_skin_tone"]) for name, result in results.items()
+             if result["per_skin_tone"]]
+    if tones:
+        lines += ["", "By Fitzpatrick skin type of the image (sens@1 FP: each group's own "
+                      "FROC; operating point: the threshold chosen on all images; AUC over the "
+                      "group's found lesions):", "",
+                  "| method | skin type | images | lesions | sens@1 FP | sens at the operating "
+                  "point | AUC malignant |", "|---|---|---|---|---|---|---|"]
+        for name, groups in tones:
+            for group, entry in groups.items():
+                lines.append(f"| {name} | {group} | {entry['images']} | {entry['lesions']} | "
+                             f"{cell(entry['sensitivity_at_1fp'])} | "
+                             f"{cell(entry.get('sensitivity_at_operating_point'))} | "
+                             f"{cell(entry['auc_malignant'])} |")
     diagnoses = sorted({d for result in results.values() for d in result["per_diagnosis"]})
     if diagnoses:
         lines += ["", "Sensitivity per diagnosis at the best operating point within 1 FP/image:",
@@ -495,20 +658,47 @@ def _comparison_table(comparison: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def _output_folder(path):
+    """Create ``path`` for the outputs; if the body fails, remove the folders it created."""
+    path = Path(path)
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
+        raise
+
+
+def _check_photos(paths):
+    """Decode every photo once before anything is written (InputError names a bad one)."""
+    for path in paths:
+        read_image(path)
+
+
 def evaluate_detection(source, out_dir, *, split="test", weights="default", baseline=None,
                        classifier=None, colour_stats=None, limit=None, threshold_grid=None,
-                       detection_threshold=LOW_THRESHOLD, seed=0) -> dict:
+                       detection_threshold=LOW_THRESHOLD, threshold=DEFAULT_THRESHOLD,
+                       bodies_of=None, seed=0) -> dict:
     """Evaluate the FCN detector and/or the sliding-window baseline and write the figures.
 
     Parameters
     ----------
     source : path-like
-        Synthesized dataset root or a photo folder with a COCO ``annotations.json``.
+        Synthesized dataset root, a photo folder with a COCO ``annotations.json``, or a folder
+        of body photos with a ``lesions.csv`` (:func:`source_kind`).
     out_dir : path-like
-        Receives ``froc.png``, ``roc_malignant.png``, ``roc_pixel.png`` (all methods on the
-        same axes), ``metrics.json`` and ``summary.md``.
+        Receives ``metrics.json`` and ``summary.md``; for a dataset or COCO folder also
+        ``froc.png``, ``roc_malignant.png``, ``roc_pixel.png`` (all methods on the same axes);
+        for a photo folder also ``photos.csv`` (a row per method and photo) and per photo
+        ``<photo>_overlay.png`` (FCN; ``<photo>_overlay_sliding_window.png`` for the
+        baseline): pictures of the photos, to keep out of version control. Created only when
+        the inputs are usable; removed again if the evaluation fails.
     split : str
-        Split of a synthesized dataset.
+        Split of a synthesized dataset, or with ``bodies_of`` the split whose body photos are
+        evaluated.
     weights : "default", path-like or None
         FCN detector weights; None skips the FCN.
     baseline : path-like, optional
@@ -525,7 +715,13 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
     threshold_grid : array_like, optional
         FROC score thresholds; default every distinct score (exact curve).
     detection_threshold : float
-        Lowest score a detection is kept at; the FROC sweeps the scores above it.
+        Lowest score a detection is kept at; the FROC and AP sweep the scores above it.
+    threshold : float
+        Detection threshold of the real-photo figures (photo folders), by default that of
+        ``lesiontrack detect``.
+    bodies_of : path-like, optional
+        A synthesized dataset: evaluate only the photos of the folder that it put in
+        ``split`` (its ``splits.json`` ``bodies``), e.g. the test bodies, never trained on.
     seed : int
         Seeds the pixel subsample of the pixel ROC.
 
@@ -534,43 +730,122 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
     dict
         The content of ``metrics.json``.
     """
-    runners = {}
-    if weights is not None:
-        graders = {key: value for key, value in (("classifier", classifier),
-                                                 ("colour_stats", colour_stats)) if value is not None}
-        runners[FCN_NAME] = lambda: _fcn_runner(weights, threshold=detection_threshold, **graders)
-    if baseline is not None:
-        runners[BASELINE_NAME] = lambda: _baseline_runner(baseline, threshold=detection_threshold)
-    if not runners:
-        raise ValueError("nothing to evaluate: give detector weights and/or a baseline model")
-    items = read_detection_truth(source, split=split, limit=limit)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    factories = _method_factories(weights, baseline, classifier, colour_stats)
+    kind = source_kind(source)
+    if bodies_of is not None and kind == "dataset":
+        raise InputError(f"{source}: --bodies-of selects photos of a photo folder, not of a "
+                         "synthesized dataset")
+    names = None if bodies_of is None else real_photos.split_body_photos(bodies_of, split)
+    selection = {"bodies_of": None if bodies_of is None else str(bodies_of),
+                 "split": split if kind == "dataset" or bodies_of is not None else None}
+    if kind == "lesions.csv":
+        truths = real_photos.read_photo_truth(source, names=names, limit=limit)
+        _check_photos([truth.image for truth in truths])
+        with _output_folder(out_dir) as out:
+            results = _real_photo_methods(factories, truths, out, threshold=threshold)
+            report = {"source": str(source),
+                      "truth": str(Path(source) / real_photos.LESIONS_CSV), **selection,
+                      "models": _models(weights, classifier, baseline),
+                      "real_photos": {"threshold": threshold, "methods": results}}
+            header = "# Detection evaluation\n\n" + (
+                "" if bodies_of is None else
+                f"The body photos of {source} that {bodies_of} puts in split '{split}'.\n\n")
+            _write_reports(out, report, header + real_photos.summary_markdown(
+                results, threshold=threshold))
+        return report
+
+    items = read_detection_truth(source, split=split, limit=limit, names=names)
+    if kind == "coco":
+        _check_photos([item.image for item in items])
     flags = [m for item in items for m in item.malignant]
     counts = {"images": len(items), "lesions": len(flags),
               "malignant": sum(1 for m in flags if m is True),
               "benign": sum(1 for m in flags if m is False),
               "unknown": sum(1 for m in flags if m is None)}
-    results = {}
-    for name, make in runners.items():
-        log.info("evaluating %s on %d images", name, len(items))
-        results[name] = _run_method(name, make(), items, rng=np.random.default_rng(seed),
-                                    thresholds=threshold_grid)
-    curves = {name: result.pop("_curves") for name, result in results.items()}
-    comparison = malignancy_comparison({name: result.pop("_lesions")
-                                        for name, result in results.items()})
-    plots.plot_froc({name: c["froc"] for name, c in curves.items()}, out_dir / "froc.png",
-                    title="FROC (lesion centroid inside the true box)", max_fp=8)
-    plots.plot_roc({name: c["roc_malignant"] for name, c in curves.items()},
-                   out_dir / "roc_malignant.png", title="Malignant vs benign (found lesions)")
-    plots.plot_roc({name: c["roc_pixel"] for name, c in curves.items() if len(c["roc_pixel"][0])},
-                   out_dir / "roc_pixel.png", title="Lesion vs background pixels")
-    report = {
-        "source": str(source), "split": split if is_dataset(source) else None,
-        "detection_threshold": detection_threshold, "fp_rates": list(FP_RATES),
-        "counts": counts, "methods": results, "malignancy_comparison": comparison,
-    }
-    write_json(out_dir / "metrics.json", report)
-    with atomic_path(out_dir / "summary.md") as tmp:
-        tmp.write_text(_summary_table(results, counts) + _comparison_table(comparison))
+    with _output_folder(out_dir) as out:
+        results = {}
+        for name, make in factories.items():
+            log.info("evaluating %s on %d images", name, len(items))
+            results[name] = _run_method(name, make(detection_threshold), items,
+                                        rng=np.random.default_rng(seed),
+                                        thresholds=threshold_grid)
+        curves = {name: result.pop("_curves") for name, result in results.items()}
+        comparison = malignancy_comparison({name: result.pop("_lesions")
+                                            for name, result in results.items()})
+        plots.plot_froc({name: c["froc"] for name, c in curves.items()}, out / "froc.png",
+                        title="FROC (lesion centroid inside the true box)", max_fp=8)
+        plots.plot_roc({name: c["roc_malignant"] for name, c in curves.items()},
+                       out / "roc_malignant.png", title="Malignant vs benign (found lesions)")
+        plots.plot_roc({name: c["roc_pixel"] for name, c in curves.items()
+                        if len(c["roc_pixel"][0])},
+                       out / "roc_pixel.png", title="Lesion vs background pixels")
+        report = {
+            "source": str(source), **selection,
+            "models": _models(weights, classifier, baseline),
+            "detection_threshold": detection_threshold, "fp_rates": list(FP_RATES),
+            "counts": counts, "methods": results, "malignancy_comparison": comparison,
+        }
+        summary = _summary_table(results, counts) + _comparison_table(comparison)
+        if kind == "coco":
+            truths = [real_photos.truth_from_boxes(item.image.stem, item.image, item.boxes,
+                                                   item.ignore_boxes) for item in items]
+            photo_results = _real_photo_methods(factories, truths, out, threshold=threshold)
+            report["real_photos"] = {"threshold": threshold, "methods": photo_results}
+            summary += "\n" + real_photos.summary_markdown(photo_results, threshold=threshold)
+        _write_reports(out, report, summary)
     return report
+
+
+def _method_factories(weights, baseline, classifier, colour_stats) -> dict:
+    """Method name -> function(threshold, heatmap=True) making that method's runner."""
+    factories = {}
+    if weights is not None:
+        graders = {key: value for key, value in (("classifier", classifier),
+                                                 ("colour_stats", colour_stats))
+                   if value is not None}
+        factories[FCN_NAME] = lambda threshold, heatmap=True: _fcn_runner(
+            weights, threshold=threshold, **graders)
+    if baseline is not None:
+        factories[BASELINE_NAME] = lambda threshold, heatmap=True: _baseline_runner(
+            baseline, threshold=threshold, heatmap=heatmap)
+    if not factories:
+        raise ValueError("nothing to evaluate: give detector weights and/or a baseline model")
+    return factories
+
+
+def _real_photo_methods(factories, truths, out, *, threshold) -> dict:
+    """Every method's real-photo figures at ``threshold``; per-photo rows to photos.csv."""
+    results = {}
+    for name, make in factories.items():
+        log.info("evaluating %s on %d photos at threshold %g", name, len(truths), threshold)
+        suffix = "" if name == FCN_NAME else "_" + name.replace(" ", "_")
+        results[name] = real_photos.evaluate_photos(truths, make(threshold, heatmap=False),
+                                                    method=name, overlay_dir=out,
+                                                    overlay_suffix=suffix)
+    real_photos.write_rows_csv(out / "photos.csv",
+                               [row for result in results.values() for row in result["photos"]])
+    return results
+
+
+def _models(weights, classifier, baseline) -> dict:
+    """Name and short SHA-256 of each model file used (``model_cache.weights_id``)."""
+    from lesiontrack.model_cache import resolve_weights, weights_id
+
+    def identify(value, kind):
+        if value is None:
+            return None
+        try:
+            return weights_id(resolve_weights(value, kind))
+        except InputError:  # not a file (a stand-in given in-process)
+            return {"path": str(value)}
+
+    return {"detector": identify(weights, "detector"),
+            "classifier": identify(classifier, "classifier") if weights is not None else None,
+            "baseline": None if baseline is None else {"path": str(baseline)}}
+
+
+def _write_reports(out, report, summary):
+    """metrics.json and summary.md, atomically."""
+    write_json(out / "metrics.json", report)
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(summary)

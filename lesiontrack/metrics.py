@@ -303,6 +303,154 @@ def histogram_auc(positive_counts, negative_counts):
     wins = (positive * (negatives_below + 0.5 * negative)).sum()
     return float(wins / (positive.sum() * negative.sum()))
 
+
+# Partly annotated photos and COCO average precision.
+#
+# Real body photos are annotated by hand and only in part: clear lesions (complete), doubtful
+# ones (ambiguous) and, unmarked, freckles. An annotation is a centre and a radius (a circle;
+# a box gives its centre and half its longer side). A detection is *on* an annotation when its
+# box holds the centre or its centroid lies within radius + margin of it: small moles of
+# 3-10 px get a detection box that may miss their centre by a pixel or two.
+
+ANNOTATION_MARGIN = 4.0
+
+#: Outcome of a detection on a partly annotated photo.
+TRUE_DETECTION, NEUTRAL_DETECTION, FALSE_DETECTION = 1, 0, -1
+
+
+def detections_on_annotations(boxes, centroids, centres, radii, *,
+                              margin=ANNOTATION_MARGIN) -> np.ndarray:
+    """Which detections are on which annotated lesions.
+
+    Parameters
+    ----------
+    boxes : array_like
+        float (N, 4), detection boxes [x, y, w, h] in pixels (edges included).
+    centroids : array_like
+        float (N, 2), detection centroids [x, y].
+    centres : array_like
+        float (M, 2), annotated lesion centres [x, y].
+    radii : array_like
+        float (M,), annotated lesion radii in pixels.
+    margin : float
+        Pixels added to each radius.
+
+    Returns
+    -------
+    ndarray
+        bool (N, M): the detection's box holds the centre, or its centroid lies within
+        radius + margin of the centre.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centroids = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    radii = np.asarray(radii, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(centroids) or len(centres) != len(radii):
+        raise ValueError(f"{len(boxes)} boxes for {len(centroids)} centroids, "
+                         f"{len(centres)} centres for {len(radii)} radii")
+    inside = centroid_in_boxes(centres, boxes).T
+    distance = np.hypot(centroids[:, 0:1] - centres[:, 0], centroids[:, 1:2] - centres[:, 1])
+    return inside | (distance <= radii + margin)
+
+
+def partial_annotation_outcome(on, clear):
+    """Found annotations and the outcome of each detection on a partly annotated photo.
+
+    A clear lesion is found when any detection is on it. A detection is right
+    (``TRUE_DETECTION``) when it is on a clear lesion, neither right nor wrong
+    (``NEUTRAL_DETECTION``) when it is only on ambiguous annotations, and a false positive
+    (``FALSE_DETECTION``) when it is on none.
+
+    Parameters
+    ----------
+    on : array_like
+        bool (N, M), from :func:`detections_on_annotations`.
+    clear : array_like
+        bool (M,), True for a clear lesion, False for an ambiguous annotation.
+
+    Returns
+    -------
+    found : ndarray
+        bool (M,), annotations with at least one detection on them.
+    outcome : ndarray
+        int8 (N,), ``TRUE_DETECTION``, ``NEUTRAL_DETECTION`` or ``FALSE_DETECTION``.
+    """
+    clear = np.asarray(clear, dtype=bool).reshape(-1)
+    on = np.asarray(on, dtype=bool)
+    if on.ndim != 2 or on.shape[1] != len(clear):
+        raise ValueError(f"detections x annotations of shape {on.shape} for {len(clear)} "
+                         "annotations")
+    outcome = np.full(len(on), FALSE_DETECTION, dtype=np.int8)
+    outcome[on[:, ~clear].any(axis=1)] = NEUTRAL_DETECTION
+    outcome[on[:, clear].any(axis=1)] = TRUE_DETECTION
+    return on.any(axis=0), outcome
+
+
+def coco_average_precision(detections, truths, *, ignore=None, max_detections=100) -> dict:
+    """COCO box average precision of one class (pycocotools ``COCOeval``).
+
+    Parameters
+    ----------
+    detections : sequence of (boxes, scores)
+        Per image float (N, 4) boxes [x, y, w, h] and float (N,) scores.
+    truths : sequence of array_like
+        Per image float (M, 4) true boxes.
+    ignore : sequence of array_like, optional
+        Per image float (K, 4) boxes that are neither right nor wrong to detect (COCO
+        ``iscrowd`` regions: a detection on one is not counted).
+    max_detections : int
+        Detections per image kept, highest scores first (COCO's 100).
+
+    Returns
+    -------
+    dict
+        ``ap50`` (IoU 0.5), ``ap75``, ``ap`` (mean over IoU 0.5:0.95 in steps of 0.05),
+        101-point interpolated as COCO; None without true boxes. ``images``, ``lesions``,
+        ``detections`` counts.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if len(detections) != len(truths):
+        raise ValueError(f"{len(detections)} detected images for {len(truths)} annotated images")
+    ignore = [np.zeros((0, 4))] * len(truths) if ignore is None else ignore
+    images, annotations, results = [], [], []
+    for image_id, ((boxes, scores), true, crowd) in enumerate(zip(detections, truths, ignore),
+                                                              start=1):
+        images.append({"id": image_id})
+        for box, is_crowd in [(b, 0) for b in np.asarray(true, float).reshape(-1, 4)] + \
+                [(b, 1) for b in np.asarray(crowd, float).reshape(-1, 4)]:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": 1, "bbox": [float(v) for v in box],
+                                "area": float(box[2] * box[3]), "iscrowd": is_crowd})
+        for box, score in zip(np.asarray(boxes, float).reshape(-1, 4),
+                              np.asarray(scores, float).reshape(-1)):
+            results.append({"image_id": image_id, "category_id": 1,
+                            "bbox": [float(v) for v in box], "score": float(score)})
+    lesions = sum(1 for a in annotations if not a["iscrowd"])
+    counts = {"images": len(images), "lesions": lesions, "detections": len(results)}
+    if not lesions:
+        return {"ap50": None, "ap75": None, "ap": None, **counts}
+    if not results:
+        return {"ap50": 0.0, "ap75": 0.0, "ap": 0.0, **counts}
+    # pycocotools reports its progress on stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {"images": images, "annotations": annotations,
+                         "categories": [{"id": 1, "name": "lesion"}]}
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), iouType="bbox")
+        evaluation.params.maxDets = [1, 10, int(max_detections)]
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = evaluation.stats
+    return {"ap": float(stats[0]), "ap50": float(stats[1]), "ap75": float(stats[2]), **counts}
+
+
 # ======================================================================= end Detection metrics
 
 # ============================================================================ Tracking metrics

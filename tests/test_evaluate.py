@@ -169,3 +169,34 @@ def test_cli_evaluate_detection_on_coco_folder(disk_dataset, baseline_path, tmp_
     result = CliRunner().invoke(main, ["evaluate", "detection", str(root), "--weights", "none",
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code != 0
+
+
+def test_coco_folder_adds_ap_and_real_photo_figures(disk_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "_fcn_runner", _oracle_runner)
+    root = _write_coco_folder(disk_dataset, tmp_path / "photos")
+    report = evaluate.evaluate_detection(root, tmp_path / "out", weights="fake")
+    oracle = report["methods"][evaluate.FCN_NAME]
+    # The oracle's boxes are the disks' own: AP 1 at every IoU threshold.
+    assert oracle["coco_ap"]["ap50"] == pytest.approx(1.0)
+    assert oracle["coco_ap"]["ap"] == pytest.approx(1.0)
+    photos = report["real_photos"]["methods"][evaluate.FCN_NAME]
+    assert report["real_photos"]["threshold"] == 0.5
+    assert photos["recall_clear"] == 1.0 and photos["precision"] == 1.0
+    assert photos["clear"] == report["counts"]["lesions"] and len(photos["photos"]) == 3
+    assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 3
+    assert (tmp_path / "out" / "photos.csv").is_file()
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "AP@0.5" in summary and "recall clear" in summary
+
+
+def test_coco_crowd_annotations_are_uncertain(tmp_path):
+    write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    write_json(tmp_path / "annotations.json", {
+        "images": [{"id": 7, "file_name": "a.png"}],
+        "annotations": [{"image_id": 7, "bbox": [1, 1, 2, 2], "category_id": 1},
+                        {"image_id": 7, "bbox": [4, 4, 2, 2], "category_id": 1, "iscrowd": 1},
+                        {"image_id": 7, "bbox": [5, 1, 2, 2], "category_id": 2}],
+        "categories": [{"id": 1, "name": "lesion"}, {"id": 2, "name": "ambiguous"}]})
+    (item,) = evaluate.read_detection_truth(tmp_path)
+    assert item.boxes.tolist() == [[1, 1, 2, 2]]
+    assert item.ignore_boxes.tolist() == [[4, 4, 2, 2], [5, 1, 2, 2]]
