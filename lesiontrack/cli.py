@@ -272,8 +272,9 @@ def train_baseline(dataset, out, split, limit, seed):
                    "folder: only the body photos it put in --split (e.g. the test bodies, "
                    "never trained on).")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Detection threshold of the real-photo figures (photo folders), that of "
-                   "`lesiontrack detect` by default. FROC and AP sweep every score.")
+              help="Detection threshold of the real-photo figures (photo folders) and of "
+                   "the recall of the body photos' own lesions (label 3) of a dataset, that "
+                   "of `lesiontrack detect` by default. FROC and AP sweep every score.")
 @click.option("--weights", default="default", show_default=True,
               help="Detector weights (.keras), 'default', or 'none' to skip the detector.")
 @click.option("--baseline", type=click.Path(path_type=Path),

@@ -7,7 +7,9 @@ Sources:
 * a synthesized dataset (``dataset.json`` + ``manifest.jsonl``): lesion boxes, malignancy,
   diagnosis and the sample's Fitzpatrick skin type from the manifest, label maps for the
   pixel ROC. Blends too faint to see and the body photo's own lesions (label 3) are
-  neither right nor wrong to detect in the AP (COCO crowd regions);
+  neither right nor wrong to detect in the AP (COCO crowd regions). The lesions to find are
+  the blended ones (benign or malignant); the body photo's own lesions have no diagnosis and
+  are not among them, but their recall is reported beside (``real_lesions``);
 * any folder of photos with a COCO ``annotations.json``: boxes, and malignancy from the
   category name (``benign`` / ``malignant``) or a ``malignant`` attribute of the annotation
   (``annotation["malignant"]`` or ``annotation["attributes"]["malignant"]``); an optional
@@ -17,6 +19,19 @@ Sources:
   real-photo figures (:mod:`lesiontrack.real_photos`) are added at the operating threshold;
 * a folder of body photos with a ``lesions.csv`` (clear and ambiguous lesions marked by
   hand, :func:`lesiontrack.real_photos.read_lesions_csv`): the real-photo figures only.
+
+Counting rule of the FROC and of the sensitivity at a false-positive rate, for both methods:
+a detection is a hit when its centroid falls in a true lesion's box (one detection per
+lesion, highest score first; :func:`lesiontrack.metrics.match_detections`). A detection that
+matches no true lesion is neither right nor wrong, and is dropped before the FROC, when its
+centroid lies on a pixel of the sample's label map valued 3 (a lesion of the body photo,
+diagnosis unknown) or 255 (ignore: blends too faint to see, ambiguous or automatically found
+spots), or inside the box of a region that the source lists as such (``ignore_boxes``: the
+manifest's faint blends and real lesions, COCO crowd or ambiguous annotations;
+:func:`lesiontrack.metrics.neutral_detections`). Every other unmatched detection, second
+detections of a found lesion aside, is a false positive. The detector's training validation
+(:func:`lesiontrack.detection.train.evaluate_detector`) also leaves detections on label-3 and
+255 pixels out. The AP keeps every detection; its crowd regions are the listed boxes only.
 """
 from __future__ import annotations
 
@@ -32,8 +47,9 @@ import cv2
 import numpy as np
 
 from lesiontrack import metrics, plots, real_photos
-from synth.io import (COCO_ANNOTATIONS, InputError, atomic_path, is_dataset, present_lesions, read_image,
-                      read_json, read_label_map, read_manifest, write_json)
+from synth.io import (COCO_ANNOTATIONS, IGNORE, UNKNOWN, InputError, atomic_path, is_dataset,
+                      present_lesions, read_image, read_json, read_label_map, read_manifest,
+                      write_json)
 from synth.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -66,6 +82,9 @@ class AnnotatedImage:
     ignore_boxes : ndarray
         float (K, 4): lesions that are neither right nor wrong to detect (too faint, of
         unknown position or diagnosis, or marked uncertain).
+    real_lesion_boxes : ndarray
+        float (R, 4): the body photo's own lesions (label 3, diagnosis unknown), also among
+        ``ignore_boxes``; their recall is reported beside the lesions to find.
     fitzpatrick : int or None
         Skin type I-VI (1-6) of the image, when the source records it.
     """
@@ -77,6 +96,7 @@ class AnnotatedImage:
     malignant: list = field(default_factory=list)
     diagnosis: list = field(default_factory=list)
     ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    real_lesion_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     fitzpatrick: int | None = None
 
 
@@ -94,8 +114,9 @@ def _from_dataset(root: Path, split: str | None) -> list[AnnotatedImage]:
         # Blends labelled ignore (too faint) and the body photo's own lesions (label 3).
         uncertain = [lesion["bbox"] for lesion in record.get("lesions", [])
                      if lesion.get("bbox") and id(lesion) not in taught]
-        uncertain += [lesion["bbox"] for lesion in record.get("real_lesions") or []
-                      if lesion.get("bbox")]
+        real = [lesion["bbox"] for lesion in record.get("real_lesions") or []
+                if lesion.get("bbox")]
+        uncertain += real
         items.append(AnnotatedImage(
             id=str(record["id"]), image=root / record["image"],
             labels=root / record["labels"] if record.get("labels") else None,
@@ -103,6 +124,7 @@ def _from_dataset(root: Path, split: str | None) -> list[AnnotatedImage]:
             malignant=[_malignant_flag(lesion) for lesion in lesions],
             diagnosis=[lesion.get("diagnosis") for lesion in lesions],
             ignore_boxes=np.asarray(uncertain, float).reshape(-1, 4),
+            real_lesion_boxes=np.asarray(real, float).reshape(-1, 4),
             fitzpatrick=_skin_type(record.get("fitzpatrick"))))
     return items
 
@@ -321,8 +343,12 @@ def _decimate(*arrays, max_points=400):
 
 
 def score_detections(items, predictions, heatmaps, label_maps, *, rng, thresholds=None,
-                     fp_rates=FP_RATES) -> dict:
+                     fp_rates=FP_RATES, neutral_maps=None, threshold=DEFAULT_THRESHOLD) -> dict:
     """All detection figures of one method.
+
+    Detections that match no true lesion and lie on a neutral region (``neutral_maps``, the
+    items' ``ignore_boxes``) are dropped before the FROC (the counting rule of the module
+    docstring); the AP keeps them and counts those in ``ignore_boxes`` as COCO crowd regions.
 
     Parameters
     ----------
@@ -337,12 +363,23 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     thresholds : array_like, optional
         FROC thresholds; default every distinct score.
     fp_rates : sequence of float
+    neutral_maps : list, optional
+        Per image (in the order of ``items``) a bool (H, W) mask of the pixels that are
+        neither lesion to find nor background (:func:`neutral_mask` of the label map), or
+        None; default None for every image.
+    threshold : float
+        Detection threshold at which the recall of the body photos' own lesions is also given
+        (that of ``lesiontrack detect`` by default).
 
     Returns
     -------
     dict
         ``froc`` curve, ``sensitivity_at_fp``, ``mean_sensitivity``, ``operating_point``,
-        ``per_diagnosis``, ``roc_malignant``, ``roc_pixel`` (curves and AUCs), counts.
+        ``per_diagnosis``, ``roc_malignant``, ``roc_pixel`` (curves and AUCs), counts
+        (``num_detections``, ``neutral_detections``: dropped at the lowest score), and
+        ``real_lesions``: the body photos' own lesions (label 3), their recall at the
+        operating point and at ``threshold`` (a lesion is found when a detection's centroid
+        falls in its box).
     """
     per_image, per_image_boxes = [], []
     lesion_best, lesion_malignancy = [], []  # per true lesion: matched score, malignancy
@@ -351,14 +388,26 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     fields = sorted({key for lesions in predictions for d in lesions for key in d
                      if key.startswith("malignancy")})
     lesion_fields = {key: [] for key in fields}
-    for item, lesions in zip(items, predictions):
+    real_best = []  # per real lesion of the body photo: best score of a detection in its box
+    neutral_maps = [None] * len(items) if neutral_maps is None else list(neutral_maps)
+    if len(neutral_maps) != len(items):
+        raise ValueError(f"{len(neutral_maps)} neutral masks for {len(items)} images")
+    num_neutral = 0
+    for item, lesions, neutral_map in zip(items, predictions, neutral_maps):
         centroids = np.asarray([d["centroid"] for d in lesions], float).reshape(-1, 2)
         scores = np.asarray([d["score"] for d in lesions], float)
         malignancy = np.asarray([d.get("malignancy", np.nan) for d in lesions], float)
-        per_image.append((centroids, scores))
         per_image_boxes.append((np.asarray([d["bbox"] for d in lesions], float).reshape(-1, 4),
                                 scores))
-        _, true_to_pred, _ = metrics.match_detections(centroids, item.boxes, scores=scores)
+        pred_to_true, true_to_pred, _ = metrics.match_detections(centroids, item.boxes,
+                                                                 scores=scores)
+        neutral = metrics.neutral_detections(centroids, pred_to_true, neutral_mask=neutral_map,
+                                             neutral_boxes=item.ignore_boxes)
+        num_neutral += int(neutral.sum())
+        per_image.append((centroids[~neutral], scores[~neutral]))
+        inside = metrics.centroid_in_boxes(centroids, item.real_lesion_boxes)
+        real_best.append(np.where(inside, scores[:, None], -np.inf).max(axis=0)
+                         if len(scores) else np.full(len(item.real_lesion_boxes), -np.inf))
         found = true_to_pred >= 0
         lesion_best.append(np.where(found, scores[np.maximum(true_to_pred, 0)]
                                     if len(scores) else 0.0, -np.inf))
@@ -381,13 +430,13 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     within = np.flatnonzero(fp <= 1.0 + 1e-12)
     if within.size:
         best = within[np.argmax(sens[within])]
-        threshold = float(used[best])
-        point = {"threshold": threshold, "fp_per_image": float(fp[best]),
+        point_threshold = float(used[best])
+        point = {"threshold": point_threshold, "fp_per_image": float(fp[best]),
                  "sensitivity": float(sens[best])}
     else:
-        threshold = math.inf
+        point_threshold = math.inf
         point = {"threshold": None, "fp_per_image": 0.0, "sensitivity": 0.0}
-    found_at_point = lesion_best >= threshold
+    found_at_point = lesion_best >= point_threshold
     diagnoses = [d for item in items for d in item.diagnosis]
     per_diagnosis = {}
     for name in sorted({str(d) for d in diagnoses if d is not None}):
@@ -395,6 +444,16 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
         per_diagnosis[name] = {"lesions": int(mask.sum()),
                                "found": int(found_at_point[mask].sum()),
                                "sensitivity": float(found_at_point[mask].mean())}
+    real_best = np.concatenate(real_best) if real_best else np.zeros(0)
+    real_lesions = {
+        "lesions": int(len(real_best)),
+        "found_at_operating_point": int((real_best >= point_threshold).sum()),
+        "recall_at_operating_point": (float((real_best >= point_threshold).mean())
+                                      if len(real_best) else None),
+        "threshold": float(threshold),
+        "found_at_threshold": int((real_best >= threshold).sum()),
+        "recall_at_threshold": (float((real_best >= threshold).mean())
+                                if len(real_best) else None)}
 
     # Lesion-level ROC of malignant vs benign over the true lesions found by any detection
     # (Li, Esteva et al. 2016 fig. 4): score = the matched detection's malignancy.
@@ -425,11 +484,13 @@ def score_detections(items, predictions, heatmaps, label_maps, *, rng, threshold
     pfpr_list, ptpr_list = _decimate(pfpr, ptpr)
     return {
         "num_detections": int(sum(len(p) for p in predictions)),
+        "neutral_detections": num_neutral,
         "lesions_found_any_score": int((lesion_best > -np.inf).sum()),
         "sensitivity_at_fp": at_fp,
         "mean_sensitivity": float(np.mean(list(at_fp.values()))) if at_fp else None,
         "operating_point": point,
         "per_diagnosis": per_diagnosis,
+        "real_lesions": real_lesions,
         "coco_ap": coco_ap,
         "per_skin_tone": per_tone,
         "froc": {"fp_per_image": froc_fp, "sensitivity": froc_sens, "thresholds": froc_thr},
@@ -573,16 +634,38 @@ def malignancy_comparison(lesions: dict) -> dict:
             "benign": int((~truth[common]).sum()), "rows": rows}
 
 
-def _run_method(name, runner, items, *, rng, thresholds):
+def neutral_mask(labels) -> np.ndarray:
+    """Pixels of a label map that are neither lesion to find nor background.
+
+    Parameters
+    ----------
+    labels : ndarray
+        uint8 (H, W) label map.
+
+    Returns
+    -------
+    ndarray
+        bool (H, W): label 3 (a lesion of the body photo, diagnosis unknown) or 255 (ignore).
+    """
+    return np.isin(np.asarray(labels), (UNKNOWN, IGNORE))
+
+
+def _run_method(name, runner, items, *, rng, thresholds, threshold=DEFAULT_THRESHOLD):
     """Run one detector over every image and score it."""
-    predictions, heatmaps, label_maps = [], [], []
+    predictions, heatmaps, label_maps, neutral_maps = [], [], [], []
     started = time.perf_counter()
     for item in progress_bar(items, desc=name, unit="image", leave=False):
         image = read_image(item.image)
         lesions, heatmap = runner(image)
         predictions.append(list(lesions))
+        neutral_maps.append(None)
         if item.labels is not None:
             labels = read_label_map(item.labels)
+            neutral = neutral_mask(labels)
+            if neutral.shape != image.shape[:2]:  # detections are in the photo's pixels
+                neutral = cv2.resize(neutral.astype(np.uint8), (image.shape[1], image.shape[0]),
+                                     interpolation=cv2.INTER_NEAREST).astype(bool)
+            neutral_maps[-1] = neutral
             heatmap = np.asarray(heatmap, np.float32)
             if heatmap.shape != labels.shape:
                 heatmap = cv2.resize(heatmap, (labels.shape[1], labels.shape[0]),
@@ -591,7 +674,8 @@ def _run_method(name, runner, items, *, rng, thresholds):
             label_maps.append(labels)
     elapsed = time.perf_counter() - started
     result = score_detections(items, predictions, heatmaps, label_maps, rng=rng,
-                              thresholds=thresholds)
+                              thresholds=thresholds, neutral_maps=neutral_maps,
+                              threshold=threshold)
     result["seconds_per_image"] = elapsed / max(len(items), 1)
     return result
 
@@ -616,6 +700,25 @@ def _summary_table(results: dict, counts: dict) -> str:
             + f" | {cell(result['coco_ap']['ap50'])} | {cell(result['coco_ap']['ap'])}"
             f" | {cell(result['roc_malignant']['auc'])} | {cell(result['roc_pixel']['auc'])}"
             f" | {result['seconds_per_image']:.2f} |")
+    lines += ["", "Detections matching no true lesion with the centroid on a label-3 or 255 "
+                  "pixel or in a listed ignore box are not counted: "
+              + "; ".join(f"{name} {result['neutral_detections']} of "
+                          f"{result['num_detections']}" for name, result in results.items())
+              + "."]
+    real = [(name, result["real_lesions"]) for name, result in results.items()
+            if result["real_lesions"]["lesions"]]
+    if real:
+        lines += ["", "The body photos' own lesions (label 3, diagnosis unknown; not among the "
+                      "lesions to find), found when a detection's centroid is in the box:", "",
+                  "| method | lesions | recall at the operating point (<= 1 FP/image) | "
+                  "recall at the threshold |", "|---|---|---|---|"]
+        for name, entry in real:
+            point = results[name]["operating_point"]["threshold"]
+            lines.append(
+                f"| {name} | {entry['lesions']} | {cell(entry['recall_at_operating_point'])} "
+                f"({entry['found_at_operating_point']} found; threshold {cell(point)}) | "
+                f"{cell(entry['recall_at_threshold'])} ({entry['found_at_threshold']} found; "
+                f"threshold {entry['threshold']:g}) |")
     tones = [(name, result["per_skin_tone"]) for name, result in results.items()
              if result["per_skin_tone"]]
     if tones:
@@ -717,7 +820,8 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
     detection_threshold : float
         Lowest score a detection is kept at; the FROC and AP sweep the scores above it.
     threshold : float
-        Detection threshold of the real-photo figures (photo folders), by default that of
+        Detection threshold of the real-photo figures (photo folders) and of the recall of
+        the body photos' own lesions (synthesized datasets), by default that of
         ``lesiontrack detect``.
     bodies_of : path-like, optional
         A synthesized dataset: evaluate only the photos of the folder that it put in
@@ -768,7 +872,7 @@ def evaluate_detection(source, out_dir, *, split="test", weights="default", base
             log.info("evaluating %s on %d images", name, len(items))
             results[name] = _run_method(name, make(detection_threshold), items,
                                         rng=np.random.default_rng(seed),
-                                        thresholds=threshold_grid)
+                                        thresholds=threshold_grid, threshold=threshold)
         curves = {name: result.pop("_curves") for name, result in results.items()}
         comparison = malignancy_comparison({name: result.pop("_lesions")
                                             for name, result in results.items()})

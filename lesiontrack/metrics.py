@@ -13,7 +13,9 @@ from lesiontrack.imaging import sample_flow
 #
 # Li, Esteva et al. 2016 fig. 4 compare detectors by FROC (sensitivity against false positives
 # per image) and by ROC of malignant against benign. A prediction counts as a hit when its
-# centroid falls inside a true lesion's box [x, y, w, h] (COCO, pixels).
+# centroid falls inside a true lesion's box [x, y, w, h] (COCO, pixels); one that matches none
+# is a false positive unless its centroid lies on a region that is neither lesion to find nor
+# background (:func:`neutral_detections`), where it is not counted at all.
 
 
 def centroid_in_boxes(centroids, boxes) -> np.ndarray:
@@ -171,6 +173,51 @@ def sensitivity_at_fp(fp_per_image, sensitivity, fp_rate=1.0) -> float:
     sensitivity = np.asarray(sensitivity, dtype=np.float64)
     within = fp_per_image <= fp_rate + 1e-12
     return float(sensitivity[within].max()) if within.any() else 0.0
+
+
+def neutral_detections(centroids, pred_to_true, *, neutral_mask=None, neutral_boxes=None):
+    """Which detections are neither right nor wrong: left out of the FROC.
+
+    A detection is neutral when it matched no true lesion (``pred_to_true`` -1, as from
+    :func:`match_detections`) and its centroid, rounded to the nearest pixel, lies on a
+    neutral pixel of ``neutral_mask`` or inside a neutral box (edges included, as
+    :func:`centroid_in_boxes`). Dropping such detections before :func:`froc` leaves every
+    match as it was: an unmatched detection holds no true lesion.
+
+    Parameters
+    ----------
+    centroids : array_like
+        float (N, 2), [x, y] pixels.
+    pred_to_true : array_like
+        int (N,), the matched true lesion of each detection or -1.
+    neutral_mask : array_like, optional
+        bool (H, W), pixels that are neither lesion to find nor background (e.g. a label
+        map's ignored pixels and lesions of unknown diagnosis). Centroids outside the image
+        take the nearest pixel.
+    neutral_boxes : array_like, optional
+        float (K, 4), [x, y, w, h] pixels of regions that are neither right nor wrong to
+        detect.
+
+    Returns
+    -------
+    ndarray
+        bool (N,).
+    """
+    centroids = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
+    pred_to_true = np.asarray(pred_to_true).reshape(-1)
+    if len(pred_to_true) != len(centroids):
+        raise ValueError(f"{len(pred_to_true)} matches for {len(centroids)} detections")
+    on_neutral = np.zeros(len(centroids), dtype=bool)
+    if neutral_mask is not None and len(centroids):
+        mask = np.asarray(neutral_mask, dtype=bool)
+        if mask.ndim != 2 or not mask.size:
+            raise ValueError(f"neutral mask of shape {mask.shape}, expected (H, W)")
+        cols = np.clip(np.round(centroids[:, 0]).astype(np.int64), 0, mask.shape[1] - 1)
+        rows = np.clip(np.round(centroids[:, 1]).astype(np.int64), 0, mask.shape[0] - 1)
+        on_neutral |= mask[rows, cols]
+    if neutral_boxes is not None:
+        on_neutral |= centroid_in_boxes(centroids, neutral_boxes).any(axis=1)
+    return on_neutral & (pred_to_true < 0)
 
 
 def roc_curve(scores, labels):
