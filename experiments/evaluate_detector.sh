@@ -12,7 +12,8 @@
 #
 # The references are trained on the train split of runs/ds-v2 first (the sliding window on
 # its first $BASELINE_LIMIT training photos: 0.2-0.5 photo/s here). LIMIT, when set, evaluates
-# the first LIMIT test photos of both synthesized splits. Run from the repository root.
+# the first LIMIT test photos of runs/ds-v2; the dark split is evaluated on its first
+# $DARK_LIMIT photos (150 of 310 by default). Run from the repository root.
 set -euo pipefail
 
 DATA=../shared/data
@@ -20,6 +21,7 @@ DS=runs/ds-v2
 DARK=runs/ds-v2-dark
 OUT=${OUT:-runs/eval-v2}
 BASELINE_LIMIT=${BASELINE_LIMIT:-500}
+DARK_LIMIT=${DARK_LIMIT:-150}
 LIMIT_ARGS=()
 if [ -n "${LIMIT:-}" ]; then LIMIT_ARGS=(--limit "$LIMIT"); fi
 
@@ -30,12 +32,12 @@ fi
 if [ ! -f runs/classifier/colour_stats.pkl ]; then
     lesiontrack train colour-stats "$DS" --out runs/classifier/colour_stats.pkl
 fi
-lesiontrack evaluate detection "$DS" --split test "${LIMIT_ARGS[@]}" \
-    --colour-stats runs/classifier/colour_stats.pkl --baseline runs/baseline-v2/baseline.npz \
-    --out "$OUT/test"
-lesiontrack evaluate detection "$DARK" --split test "${LIMIT_ARGS[@]}" \
-    --colour-stats runs/classifier/colour_stats.pkl --out "$OUT/test-dark"
 lesiontrack evaluate detection "$DATA/bodies/itobos" --bodies-of "$DS" --split test \
     --out "$OUT/real-test"
 bin/detect-stability --bodies-of "$DS" --split test --out "$OUT/stability"
+lesiontrack evaluate detection "$DS" --split test "${LIMIT_ARGS[@]}" \
+    --colour-stats runs/classifier/colour_stats.pkl --baseline runs/baseline-v2/baseline.npz \
+    --out "$OUT/test"
+lesiontrack evaluate detection "$DARK" --split test --limit "$DARK_LIMIT" \
+    --colour-stats runs/classifier/colour_stats.pkl --out "$OUT/test-dark"
 bin/detect-benchmark --repeats 5 | tee "$OUT/benchmark.txt"

@@ -100,7 +100,9 @@ baseline = json.loads(baseline_file.read_text())
 monitor = state["monitor"]
 best, reference = state["best"], baseline[monitor]
 earlier = Path("runs/detector-v2/detector.state.json")  # phase 2 must also beat phase 1
-if run != earlier.parent and earlier.is_file():
+if not earlier.is_file():  # a fresh checkout: phase 1's committed state
+    earlier = Path("experiments/checkpoints/detector-v2.state.json")
+if run != Path("runs/detector-v2") and earlier.is_file():
     reference = max(reference, json.loads(earlier.read_text())["best"])
 print(f"best {monitor} {best:.4f} (epoch {state['best_epoch']}) against the shipped {reference:.4f}")
 if best > reference:
@@ -108,6 +110,7 @@ if best > reference:
     shutil.copyfile(run / "detector.csv", "lesiontrack/weights/detector.csv")
     print("copied to lesiontrack/weights/")
 Path("experiments/checkpoints").mkdir(exist_ok=True)
+shutil.copyfile(run / "detector.keras", f"experiments/checkpoints/{name}-best.keras")
 shutil.copyfile(run / "detector.last.keras", f"experiments/checkpoints/{name}-last.keras")
 shutil.copyfile(run / "detector.state.json", f"experiments/checkpoints/{name}.state.json")
 shutil.copyfile(run / "detector.csv", f"experiments/checkpoints/{name}.csv")
@@ -120,7 +123,11 @@ resume_setup() {
     cp "$CHECKPOINTS/$NAME-last.keras" "$RUN/detector.last.keras"
     cp "$CHECKPOINTS/$NAME.state.json" "$RUN/detector.state.json"
     cp "$CHECKPOINTS/$NAME.csv" "$RUN/detector.csv"
-    cp lesiontrack/weights/detector.keras "$RUN/detector.keras"
+    if [ -f "$CHECKPOINTS/$NAME-best.keras" ]; then
+        cp "$CHECKPOINTS/$NAME-best.keras" "$RUN/detector.keras"
+    else
+        cp lesiontrack/weights/detector.keras "$RUN/detector.keras"
+    fi
 }
 
 case "${1:-train}" in
