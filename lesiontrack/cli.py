@@ -464,7 +464,7 @@ def match_command(image0, image1, out, method, weights, detector_weights, thresh
 
 @main.command("report")
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder,
               help="Folder for report.html and report.json.")
 @click.option("--title", help="Heading of the report (a patient or body-site label, say).")
 @click.option("--mm-per-px", type=click.FloatRange(min=0, min_open=True),

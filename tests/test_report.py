@@ -429,3 +429,16 @@ def test_report_command_bad_input(tmp_path, tiny_detector_path):
     run = runner.invoke(main, ["report", str(photo), "--out", "x", "--mm-per-px", "0"])
     assert run.exit_code == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_report_out_that_is_a_file_is_a_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from lesiontrack.cli import main
+
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    run = CliRunner().invoke(main, ["report", str(tmp_path / "photo.jpg"), "--out", str(taken)])
+    assert run.exit_code == 1
+    assert run.output.strip().startswith("Error: ") and str(taken) in run.output
+    assert len(run.output.strip().splitlines()) == 1 and taken.read_text() == "mine"
