@@ -174,7 +174,7 @@ def real_lesion_recall(model, bodies, names, *, threshold=0.5, margin=4.0):
 
     ``bodies/lesions.csv`` (``tile, x, y, radius_px, label``): a lesion labelled ``lesion``
     is found when a detection's box holds its centre or a detection's centroid lies within
-    its radius + ``margin`` px (as ``experiments/real_moles.py``).
+    its radius + ``margin`` px (the rule of ``lesiontrack.metrics.detections_on_annotations``).
 
     Parameters
     ----------
