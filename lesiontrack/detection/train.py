@@ -190,21 +190,15 @@ def real_lesion_recall(model, bodies, names, *, threshold=0.5, margin=4.0):
     dict
         ``real_recall`` (NaN without clear lesions) and ``real_detections`` (mean per photo).
     """
-    import csv
-
     from synth.io import list_images, read_image
 
     from lesiontrack.detection.detect import detect
+    from lesiontrack.metrics import detections_on_annotations
+    from lesiontrack.real_photos import read_lesions_csv
 
     bodies = Path(bodies)
-    truth = {}
     table = bodies / "lesions.csv"
-    if table.is_file():
-        with open(table, newline="", encoding="utf-8-sig") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("label", "lesion") == "lesion":
-                    truth.setdefault(Path(row["tile"]).stem, []).append(
-                        (float(row["x"]), float(row["y"]), float(row["radius_px"])))
+    truth = read_lesions_csv(table) if table.is_file() else {}
     names = set(names)
     found = total = 0
     detections = []
@@ -214,13 +208,15 @@ def real_lesion_recall(model, bodies, names, *, threshold=0.5, margin=4.0):
         # Detection only: the second-stage grading does not change which lesions are found.
         lesions = detect(read_image(path), model=model, threshold=threshold, classifier=None)
         detections.append(len(lesions))
-        for x, y, radius in truth.get(path.stem, []):
-            total += 1
-            found += any(
-                (l["bbox"][0] <= x <= l["bbox"][0] + l["bbox"][2]
-                 and l["bbox"][1] <= y <= l["bbox"][1] + l["bbox"][3])
-                or np.hypot(l["centroid"][0] - x, l["centroid"][1] - y) <= radius + margin
-                for l in lesions)
+        clear = [(x, y, radius) for x, y, radius, is_clear in truth.get(path.stem, []) if is_clear]
+        if not clear:
+            continue
+        on = detections_on_annotations([l["bbox"] for l in lesions],
+                                       [l["centroid"] for l in lesions],
+                                       [c[:2] for c in clear], [c[2] for c in clear],
+                                       margin=margin)
+        total += len(clear)
+        found += int(on.any(axis=0).sum())
     return {"real_recall": found / total if total else float("nan"),
             "real_detections": float(np.mean(detections)) if detections else float("nan")}
 
