@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from lesiontrack.detection.defaults import MIN_CONTRAST, MIN_SCORE
 from synth.cli import InputErrorGroup, output_file, output_folder
 from synth.io import InputError
 
@@ -171,7 +172,13 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
 @click.option("--weights", default="default", show_default=True,
               help="Detector weights (.keras) or 'default'.")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="P(lesion) threshold.")
+              help="P(lesion) threshold of a lesion's pixels.")
+@click.option("--min-score", default=MIN_SCORE, show_default=True, type=click.FloatRange(0, 1),
+              help="Least mean P(lesion) of a lesion.")
+@click.option("--min-contrast", default=MIN_CONTRAST, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Least visible contrast of a lesion: Delta E00 of its mean colour against "
+                   "the skin around it (0 keeps every one).")
 @click.option("--format", "output_format", default="json", show_default=True,
               type=click.Choice(["json", "coco"]),
               help="One JSON per photo, or one COCO annotations.json.")
@@ -181,11 +188,13 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
 @click.option("--classifier", default="default", show_default=True,
               help="Second-stage malignancy classifier (.keras), 'default', or 'none' (the "
                    "FCN's malignant share is the malignancy).")
-def detect_command(photos, out, weights, threshold, output_format, skin_only, classifier):
+def detect_command(photos, out, weights, threshold, min_score, min_contrast, output_format,
+                   skin_only, classifier):
     """Find and grade skin lesions on PHOTO files."""
     from lesiontrack.detection.detect import detect_files
 
     results = detect_files(photos, out, weights=weights, threshold=threshold,
+                           min_score=min_score, min_contrast=min_contrast or None,
                            format=output_format, skin_only=skin_only,
                            classifier=None if classifier.lower() == "none" else classifier)
     total = sum(len(lesions) for lesions in results.values())

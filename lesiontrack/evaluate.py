@@ -297,9 +297,13 @@ def _fcn_runner(weights, *, threshold=LOW_THRESHOLD, classifier=None, colour_sta
 
         colour_stats = load_colour_stats(colour_stats)
 
+    # Below the operating threshold (the FROC sweep) every region is kept whatever its score;
+    # at the operating threshold the lesions are those of `lesiontrack detect`.
+    min_score = {} if threshold >= DEFAULT_THRESHOLD else {"min_score": 0.0}
+
     def run(image):
         lesions, probabilities = detect(image, model=model, threshold=threshold,
-                                        return_heatmap=True, classifier=classifier)
+                                        return_heatmap=True, classifier=classifier, **min_score)
         if colour_stats is not None and lesions:
             values = colour_stats.score(image, [lesion["bbox"] for lesion in lesions])
             for lesion, value in zip(lesions, values):

@@ -195,7 +195,7 @@ def split_body_photos(dataset, split) -> list[str]:
     return names
 
 
-def _photos_by_name(folder: Path) -> dict[str, Path]:
+def photos_by_name(folder: Path) -> dict[str, Path]:
     """Photo name (no suffix) -> file, directly in ``folder``; InputError on a shared name."""
     photos = {}
     for path in list_images(folder):
@@ -227,7 +227,7 @@ def read_photo_truth(folder, *, names=None, limit=None) -> list[PhotoTruth]:
     """
     folder = Path(folder)
     table = read_lesions_csv(folder / LESIONS_CSV)
-    photos = _photos_by_name(folder)
+    photos = photos_by_name(folder)
     unknown = sorted(set(table) - set(photos))
     if unknown:
         raise InputError(f"{folder / LESIONS_CSV}: no photo named {unknown[0]} in {folder}"

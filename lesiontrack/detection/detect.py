@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lesiontrack.detection.defaults import MIN_CONTRAST, MIN_SCORE
 from lesiontrack.detection.proposals import heatmap_to_lesions, lesion_probability
 from lesiontrack.imaging import check_image, pad_to_stride
 from lesiontrack.model_cache import cached_model, graph_function, resolve_weights, weights_id
@@ -85,14 +86,53 @@ def _predict_padded(model, image, stride):
 
 
 def load_detector(weights="default"):
-    """The detector with ``weights`` ("default" or a path), loaded once per file."""
-    from lesiontrack.detection.model import FCN
+    """The detector with ``weights`` ("default" or a path) for inference, loaded once per file.
 
-    return cached_model("detector", weights, lambda path: FCN(weights=path))
+    Its batch normalisations are folded into the convs
+    (:func:`lesiontrack.detection.model.fold_batch_norm`: same probabilities, less time); load
+    :func:`lesiontrack.detection.model.FCN` to train or to copy the tracker's trunk.
+    """
+    from lesiontrack.detection.model import FCN, fold_batch_norm
+
+    return cached_model("detector", weights, lambda path: fold_batch_norm(FCN(weights=path)))
+
+
+def lesion_contrasts(image, lesions, instances, *, skin=None):
+    """Visible contrast (Delta E00 against a ring of skin, :func:`synth.contrast.lesion_contrast`)
+    of every lesion record, the ring leaving out every proposal and, with ``skin``, non-skin."""
+    from synth.contrast import lesion_contrast
+
+    others = instances > 0
+    if skin is not None:
+        others = others | ~skin
+    height, width = instances.shape
+    contrasts = []
+    for lesion in lesions:
+        x, y, w, h = lesion["bbox"]
+        # the ring reaches gap + max(3, radius) px beyond the lesion: a window of that margin
+        reach = int(np.ceil(max(3.0, np.sqrt(lesion["area_px"] / np.pi)))) + 3
+        window = (slice(max(y - reach, 0), min(y + h + reach, height)),
+                  slice(max(x - reach, 0), min(x + w + reach, width)))
+        contrasts.append(lesion_contrast(image[window], instances[window] == lesion["id"],
+                                         exclude=others[window]))
+    return contrasts
+
+
+def visible_lesions(image, lesions, instances, *, skin=None, min_contrast=None):
+    """The lesion records with their ``contrast`` (Delta E00, :func:`lesion_contrasts`; None
+    without a ring of skin), keeping those at least ``min_contrast`` (all when None)."""
+    kept = []
+    for lesion, contrast in zip(lesions, lesion_contrasts(image, lesions, instances, skin=skin)):
+        known = bool(np.isfinite(contrast))
+        lesion = {**lesion, "contrast": round(float(contrast), 2) if known else None}
+        if min_contrast is None or not known or contrast >= min_contrast:
+            kept.append(lesion)
+    return kept
 
 
 def detect(image, *, model=None, weights="default", threshold=0.5, return_heatmap=False,
-           skin="auto", classifier="default", **proposal_options):
+           skin="auto", classifier="default", min_score=MIN_SCORE, min_contrast=MIN_CONTRAST,
+           **proposal_options):
     """Find lesions on a photo.
 
     Parameters
@@ -115,6 +155,13 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
     classifier : "default", path-like, keras.Model or None
         Second-stage classifier (:mod:`lesiontrack.detection.classifier`) that grades every
         lesion; None keeps the FCN's malignant share as ``malignancy``.
+    min_score : float
+        Drop lesions whose ``score`` (mean P(lesion)) is below this (:data:`MIN_SCORE`; 0 keeps
+        every region above ``threshold``, as the FROC sweep needs).
+    min_contrast : float, optional
+        Drop lesions whose visible contrast (``contrast``, Delta E00 of the lesion's mean
+        colour against a ring of skin around it) is below this (:data:`MIN_CONTRAST`); None
+        keeps every one.
     **proposal_options
         Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions` (``min_area``,
         ``split_depth``, ...).
@@ -123,7 +170,7 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
     -------
     list of dict, or (list of dict, ndarray)
         Lesion records (``id``, ``bbox`` [x, y, w, h], ``centroid`` [x, y], ``area_px``,
-        ``score``, ``malignancy``, ``label``; with a classifier also ``malignancy_fcn`` and
+        ``score``, ``contrast``, ``malignancy``, ``label``; with a classifier also ``malignancy_fcn`` and
         ``atypicality``, see :func:`lesiontrack.detection.classifier.grade_lesions`).
     """
     from lesiontrack.detection import skin as skin_module
@@ -134,7 +181,8 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
     if isinstance(skin, str) and skin == "auto":
         skin = skin_module.photo_skin(image)
     if skin is None:
-        lesions = heatmap_to_lesions(probabilities, threshold=threshold, **proposal_options)
+        lesions, instances = heatmap_to_lesions(probabilities, threshold=threshold,
+                                                return_instances=True, **proposal_options)
     else:
         skin = np.asarray(skin, bool)
         # Off skin P(lesion) is removed before the proposals, so that no lesion region (and no
@@ -143,6 +191,8 @@ def detect(image, *, model=None, weights="default", threshold=0.5, return_heatma
         lesions, instances = heatmap_to_lesions(probabilities, threshold=threshold,
                                                 return_instances=True, **proposal_options)
         lesions = skin_module.on_skin(lesions, instances, skin)
+    lesions = [lesion for lesion in lesions if lesion["score"] >= min_score]
+    lesions = visible_lesions(image, lesions, instances, skin=skin, min_contrast=min_contrast)
     if classifier is not None:
         from lesiontrack.detection.classifier import grade_lesions, load_classifier
 
@@ -217,7 +267,8 @@ def heatmap_image(probabilities, *, colormap="inferno"):
 
 
 def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="json",  # noqa: A002
-                 skin_only=True, classifier="default", **proposal_options):
+                 skin_only=True, classifier="default", min_score=MIN_SCORE,
+                 min_contrast=MIN_CONTRAST, **proposal_options):
     """Detect lesions on photo files and write the results.
 
     Every photo is read (and checked) before anything is written, so a bad photo stops the
@@ -244,6 +295,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
     classifier : "default", path-like or None
         Second-stage classifier of :func:`detect`; its file is recorded as ``classifier``
         (path and SHA-256) beside ``weights``.
+    min_score, min_contrast : float
+        Filters of :func:`detect`, recorded beside ``threshold``.
     **proposal_options
         Passed to :func:`lesiontrack.detection.proposals.heatmap_to_lesions`.
 
@@ -286,6 +339,7 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
         skin = photo_skin(image) if skin_only else None
         lesions, probabilities = detect(image, model=model, threshold=threshold,
                                         return_heatmap=True, skin=skin, classifier=classifier,
+                                        min_score=min_score, min_contrast=min_contrast,
                                         **proposal_options)
         skin_info = {"used": skin is not None,
                      "skin_fraction": None if skin is None else round(float(skin.mean()), 4)}
@@ -295,8 +349,8 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
         if format == "json":
             write_json(out_dir / f"{path.stem}.json", {
                 "image": str(path), "size": sizes[path], "weights": weights_info,
-                "classifier": classifier_info, "threshold": threshold, "skin_mask": skin_info,
-                "lesions": lesions})
+                "classifier": classifier_info, "threshold": threshold, "min_score": min_score,
+                "min_contrast": min_contrast, "skin_mask": skin_info, "lesions": lesions})
         else:
             coco_images.append({"id": image_id, "file_name": path.name,
                                 "width": sizes[path][0], "height": sizes[path][1],
@@ -307,13 +361,14 @@ def detect_files(paths, out_dir, *, weights="default", threshold=0.5, format="js
                     "category_id": 2 if lesion["label"] == "malignant" else 1,
                     "bbox": lesion["bbox"], "area": lesion["area_px"], "iscrowd": 0,
                     "score": lesion["score"], "malignancy": lesion["malignancy"],
-                    **{key: lesion[key] for key in ("malignancy_fcn", "atypicality")
+                    **{key: lesion[key] for key in ("contrast", "malignancy_fcn", "atypicality")
                        if key in lesion}})
         log.info("%s: %d lesions", path, len(lesions))
     if format == "coco":
         write_json(out_dir / "annotations.json", {
             "info": {"description": "lesiontrack detections", "weights": weights_info,
                      "classifier": classifier_info, "threshold": threshold,
+                     "min_score": min_score, "min_contrast": min_contrast,
                      "skin_only": skin_only},
             "images": coco_images, "annotations": coco_annotations,
             "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]})

@@ -373,14 +373,18 @@ def _saved_filters(model):
 
 
 def _validation_bodies(dataset):
-    """(body library, names of the validation split's body photos), or None."""
-    dataset = Path(dataset)
+    """(body library, names of the validation split's body photos), or None.
+
+    None (the real-photo check is skipped) when the dataset names no body library with a
+    ``lesions.csv`` or puts no body photo in the val split.
+    """
+    from lesiontrack.real_photos import split_body_photos
+
     try:
-        bodies = Path(read_json(dataset / "dataset.json").get("sources", {}).get("bodies") or "")
-        names = [name for name, split in read_json(dataset / "splits.json").get("bodies", {}).items()
-                 if split == "val"]
+        bodies = Path(read_json(Path(dataset) / "dataset.json").get("sources", {}).get("bodies") or "")
+        names = split_body_photos(dataset, "val")
     except (InputError, OSError, AttributeError):
         return None
-    if not names or not (bodies / "lesions.csv").is_file():
+    if not (bodies / "lesions.csv").is_file():
         return None
     return bodies, names

@@ -34,9 +34,13 @@ def test_heatmap_padding_and_tiling_agree(model, photo):
 
 
 def test_detect_api_and_overlay(model, photo):
-    lesions, probabilities = detect(photo, model=model, threshold=0.0, return_heatmap=True)
-    # Threshold 0 makes the whole photo one lesion.
+    lesions, probabilities = detect(photo, model=model, threshold=0.0, return_heatmap=True,
+                                    min_score=0.0, min_contrast=None)
+    # Threshold 0 makes the whole photo one lesion (with no skin around it: no contrast).
     assert len(lesions) == 1 and lesions[0]["bbox"] == [0, 0, 61, 45]
+    assert lesions[0]["contrast"] is None
+    # The least score drops it: the random model's mean P(lesion) is below 1.
+    assert detect(photo, model=model, threshold=0.0, min_score=1.0, min_contrast=None) == []
     assert lesiontrack.detect(photo, model=model, threshold=1.01) == []
     overlay = draw_overlay(photo, [{"id": 1, "bbox": [5, 5, 20, 10], "malignancy": 1.0}])
     assert overlay.shape == photo.shape and overlay.dtype == np.uint8
@@ -51,15 +55,16 @@ def test_detect_files_json_and_coco(model, photo, tmp_path, tiny_detector_path):
     write_image(tmp_path / "b.jpg", photo[:40, :40])
     out = tmp_path / "out"
     detect_files([tmp_path / "a.png", tmp_path / "b.jpg"], out, weights=tiny_detector_path,
-                 threshold=0.0)
+                 threshold=0.0, min_score=0.0, min_contrast=None)
     record = json.loads((out / "a.json").read_text())
     assert record["size"] == [61, 45] and len(record["lesions"]) == 1
+    assert record["min_score"] == 0.0 and record["min_contrast"] is None
     assert record["weights"]["path"].endswith("tiny.keras")
     assert {p.name for p in out.iterdir()} == {
         "a.json", "a_overlay.png", "a_heatmap.png", "b.json", "b_overlay.png", "b_heatmap.png"}
     coco_dir = tmp_path / "coco"
     detect_files([tmp_path / "a.png"], coco_dir, weights=tiny_detector_path, threshold=0.0,
-                 format="coco")
+                 min_score=0.0, min_contrast=None, format="coco")
     coco = json.loads((coco_dir / "annotations.json").read_text())
     assert coco["images"][0]["width"] == 61 and len(coco["annotations"]) == 1
     assert coco["annotations"][0]["bbox"] == [0, 0, 61, 45]
@@ -92,3 +97,29 @@ def test_cli_bad_weights(photo, tmp_path):
     result = CliRunner().invoke(main, ["detect", str(tmp_path / "skin.png"), "--out",
                                        str(tmp_path / "out"), "--weights", str(tmp_path / "w.keras")])
     assert result.exit_code == 1 and "w.keras" in result.output
+
+
+def test_visible_lesions_measure_contrast_and_drop_faint_ones():
+    from lesiontrack.detection.detect import visible_lesions
+    from lesiontrack.detection.proposals import describe_lesions
+
+    image = np.full((80, 120, 3), (200, 160, 140), np.uint8)
+    yy, xx = np.mgrid[:80, :120]
+    instances = np.zeros((80, 120), np.uint16)
+    dark = (yy - 40) ** 2 + (xx - 30) ** 2 <= 36
+    faint = (yy - 40) ** 2 + (xx - 90) ** 2 <= 36
+    image[dark] = (90, 60, 50)
+    image[faint] = (197, 158, 139)
+    instances[dark], instances[faint] = 1, 2
+    probabilities = np.zeros((80, 120, 3), np.float32)
+    probabilities[..., 0] = 1.0
+    lesions = describe_lesions(probabilities, instances)
+    measured = visible_lesions(image, lesions, instances)
+    contrast = {lesion["id"]: lesion["contrast"] for lesion in measured}
+    assert contrast[1] > 20 and contrast[2] < 2
+    kept = visible_lesions(image, lesions, instances, min_contrast=5.0)
+    assert [lesion["id"] for lesion in kept] == [1]
+    # A lesion with no skin around it (all non-skin) has no contrast and is kept.
+    kept = visible_lesions(image, lesions, instances, skin=np.zeros((80, 120), bool),
+                           min_contrast=5.0)
+    assert [lesion["contrast"] for lesion in kept] == [None, None]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lesiontrack import model_cache
-from lesiontrack.detection.model import FCN, STRIDE, model_stride
+from lesiontrack.detection.model import FCN, STRIDE, fold_batch_norm, model_stride
 from synth.io import InputError
 
 
@@ -22,6 +22,23 @@ def test_random_model_shapes_and_names():
     names = {layer.name for layer in model.layers}
     assert {"conv1_1", "conv4_2", "pool2", "up1", "merge1", "deconv1_2", "classes"} <= names
     assert model_stride(model) == STRIDE == 8
+
+
+def test_folded_batch_norm_gives_the_same_probabilities():
+    model = FCN(filters=(4, 8, 8, 8))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # statistics far from the initial identity map
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.2, 3, variance.shape)])
+    folded = fold_batch_norm(model)
+    assert not any(layer.name.endswith("_bn") for layer in folded.layers)
+    assert model_stride(folded) == model_stride(model)
+    x = rng.uniform(0, 255, (2, 64, 48, 3)).astype(np.float32)
+    expected = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(folded(x)), expected, atol=1e-5)
+    assert fold_batch_norm(folded) is folded
 
 
 def test_loads_keras_file_with_its_own_architecture(tiny_detector_path):
