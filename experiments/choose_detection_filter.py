@@ -1,16 +1,21 @@
 #!/usr/bin/env python
 """Candidate filters of `lesiontrack detect` compared on real body photos outside the test split.
 
-    experiments/choose_detection_filter.py DATASET [--splits train,val] [--out runs/filter]
+    experiments/choose_detection_filter.py DATASET [--splits train,val] [--synthesized 120]
+        [--out runs/filter]
 
-Runs the shipped detector (skin mask and second stage as ``lesiontrack detect``) with the
-smallest region kept (``min_area=1``) on the body photos of the chosen splits of DATASET
+Runs the shipped detector (skin mask as ``lesiontrack detect``, no filter: ``min_area=1``,
+``min_score=0``, ``min_contrast=None``) on the body photos of the chosen splits of DATASET
 (``splits.json``; iToBoS tiles with ``lesions.csv``), scores every detection as right, neutral
 (on an ambiguous annotation) or false positive (:func:`lesiontrack.real_photos.score_photo`)
-and writes ``detections.csv`` (one row per detection: photo, split, area, score, outcome) and
-``filters.md``: recall of clear lesions, precision and false positives per photo for every
-minimum area, score and visible contrast (Delta E00). The test split is never read, so the filter chosen
-here is measured on it afterwards.
+and writes ``detections.csv`` (one row per detection: photo, split, area, score, contrast,
+outcome) and ``filters.md``: recall of clear lesions, precision and false positives per photo
+for every minimum area, score and visible contrast (Delta E00). Real moles are pigmented;
+the blended lesions of the synthesized val photos (mostly carcinomas and keratoses, often
+pink and faint) are the check that a filter does not drop them: ``filters.md`` also gives the
+share of those found that each pair of least score and contrast keeps
+(``synthesized_lesions.csv``). The test split is never read, so the filter chosen here is
+measured on it afterwards.
 """
 import csv
 import itertools
@@ -21,8 +26,8 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bodies" / "itobos"
 AREAS = (16, 32, 64)
-SCORES = (0.5, 0.6, 0.65, 0.7, 0.75)
-CONTRASTS = (0.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+SCORES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+CONTRASTS = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 
 
 @click.command()
@@ -30,9 +35,13 @@ CONTRASTS = (0.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 @click.option("--photos", "folder", default=str(DATA), show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--splits", default="train,val", show_default=True)
+@click.option("--synthesized", default=120, show_default=True, type=click.IntRange(min=0),
+              help="Also run on this many photos of DATASET's val split: the share of its "
+                   "blended lesions found (centroid in the true box, at the least score 0) "
+                   "that each least contrast keeps.")
 @click.option("--out", default="runs/filter", show_default=True, type=click.Path(path_type=Path))
-def main(dataset, folder, splits, out):
-    """Compare minimum-area and minimum-score filters on DATASET's non-test body photos."""
+def main(dataset, folder, splits, synthesized, out):
+    """Compare minimum-area, score and contrast filters on DATASET's non-test body photos."""
     from lesiontrack import metrics
     from lesiontrack.detection.detect import detect
     from lesiontrack.real_photos import read_photo_truth, score_photo, split_body_photos
@@ -48,7 +57,8 @@ def main(dataset, folder, splits, out):
     for split in chosen:
         for truth in read_photo_truth(folder, names=split_body_photos(dataset, split)):
             truths[truth.name] = truth
-            lesions = detect(read_image(truth.image), min_area=1, classifier=None)
+            lesions = detect(read_image(truth.image), min_area=1, min_score=0.0,
+                             min_contrast=None, classifier=None)
             detections[truth.name] = lesions
             _, _, outcome = score_photo(truth, lesions)
             for lesion, result in zip(lesions, outcome):
@@ -79,11 +89,48 @@ def main(dataset, folder, splits, out):
         recall = found / clear if clear else float("nan")
         precision = right / (right + wrong) if right + wrong else float("nan")
         fps = wrong / len(truths)
-        lines.append(f"| {area} | {score:.2f} | {contrast:.0f} | {recall:.3f} ({found}/{clear}) | "
+        lines.append(f"| {area} | {score:.2f} | {contrast:g} | {recall:.3f} ({found}/{clear}) | "
                      f"{precision:.3f} ({right}/{right + wrong}) | {fps:.2f} |")
+    if synthesized:
+        lines += ["", *_synthesized_lesions(dataset, synthesized, out)]
     (out / "filters.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
+
+def _synthesized_lesions(dataset, limit, out):
+    """Lines of a table: share of the blended lesions found that each least score and contrast
+    keeps (a lesion is kept while one of its detections passes both)."""
+    from lesiontrack import metrics
+    from lesiontrack.detection.detect import detect
+    from lesiontrack.evaluate import read_detection_truth
+    from synth.io import read_image
+
+    found = []  # per blended lesion found: (score, contrast) of each detection on it
+    items = read_detection_truth(dataset, split="val", limit=limit)
+    for item in items:
+        lesions = detect(read_image(item.image), min_score=0.0, min_contrast=None, classifier=None)
+        if not lesions or not len(item.boxes):
+            continue
+        inside = metrics.centroid_in_boxes([d["centroid"] for d in lesions], item.boxes)
+        for column in range(inside.shape[1]):
+            on = [(lesions[i]["score"], np.inf if lesions[i]["contrast"] is None
+                   else lesions[i]["contrast"]) for i in np.flatnonzero(inside[:, column])]
+            if on:
+                found.append(on)
+    with open(out / "synthesized_lesions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["lesion", "score", "contrast"])
+        for index, on in enumerate(found):
+            writer.writerows([index, score, contrast] for score, contrast in on)
+    lines = [f"Share of the {len(found)} blended lesions of the first {len(items)} val photos "
+             "found at threshold 0.5 that each filter keeps:", "",
+             "| min score | " + " | ".join(f"contrast >= {c:g}" for c in CONTRASTS) + " |",
+             "|---|" + "---|" * len(CONTRASTS)]
+    for score in SCORES:
+        shares = [np.mean([any(s >= score and c >= contrast for s, c in on) for on in found])
+                  if found else float("nan") for contrast in CONTRASTS]
+        lines.append(f"| {score:.2f} | " + " | ".join(f"{v:.3f}" for v in shares) + " |")
+    return lines
 
 if __name__ == "__main__":
     main()

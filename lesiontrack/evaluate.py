@@ -297,13 +297,14 @@ def _fcn_runner(weights, *, threshold=LOW_THRESHOLD, classifier=None, colour_sta
 
         colour_stats = load_colour_stats(colour_stats)
 
-    # Below the operating threshold (the FROC sweep) every region is kept whatever its score;
-    # at the operating threshold the lesions are those of `lesiontrack detect`.
-    min_score = {} if threshold >= DEFAULT_THRESHOLD else {"min_score": 0.0}
+    # Below the operating threshold (the FROC sweep) every region is kept whatever its score
+    # and contrast (the contrast of a region grown down to P(lesion) 0.05 is not that of the
+    # lesion); at the operating threshold the lesions are those of `lesiontrack detect`.
+    filters = {} if threshold >= DEFAULT_THRESHOLD else {"min_score": 0.0, "min_contrast": None}
 
     def run(image):
         lesions, probabilities = detect(image, model=model, threshold=threshold,
-                                        return_heatmap=True, classifier=classifier, **min_score)
+                                        return_heatmap=True, classifier=classifier, **filters)
         if colour_stats is not None and lesions:
             values = colour_stats.score(image, [lesion["bbox"] for lesion in lesions])
             for lesion, value in zip(lesions, values):
@@ -634,6 +635,14 @@ def malignancy_comparison(lesions: dict) -> dict:
             default = own if (method, key) == (FCN_NAME, "malignancy") else f"{method}: {key}"
             rows.append({"name": SCORE_NAMES.get((method, key), default), "method": method,
                          "field": key, "auc": lesion_auc(values, truth, common)["auc"]})
+        fields = entry["fields"]
+        if "malignancy_fcn" in fields and "malignancy_colour_stats" in fields:
+            # The simplest ensemble of the two graders: the mean of their probabilities.
+            mean = (np.asarray(fields["malignancy"], float)
+                    + np.asarray(fields["malignancy_colour_stats"], float)) / 2
+            rows.append({"name": "second stage and colour statistics (mean)", "method": method,
+                         "field": "malignancy+malignancy_colour_stats",
+                         "auc": lesion_auc(mean, truth, common)["auc"]})
     return {"lesions": int(common.sum()), "malignant": int(truth[common].sum()),
             "benign": int((~truth[common]).sum()), "rows": rows}
 

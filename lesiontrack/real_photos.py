@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from lesiontrack import metrics
+from lesiontrack.detection.defaults import MIN_CONTRAST, MIN_SCORE
 from synth.io import InputError, atomic_path, list_images, read_image, read_json, write_image
 from synth.progress import progress_bar
 
@@ -446,7 +447,9 @@ def summary_markdown(results: dict, *, threshold) -> str:
     lines = [
         "## Real photos", "",
         f"{first['num_photos']} photos, {first['clear']} clear lesions, {first['ambiguous']} "
-        f"ambiguous; detection threshold {threshold:g}. A detection on a clear lesion is right, "
+        f"ambiguous; detection threshold {threshold:g} (the FCN also with the least score "
+        f"{MIN_SCORE:g} and visible contrast {MIN_CONTRAST:g} of `lesiontrack detect`). "
+        "A detection on a clear lesion is right, "
         "on an ambiguous one neither right nor wrong, elsewhere a false positive.", "",
         "| method | recall clear | precision | FP/photo | detections/photo | ambiguous found "
         "| s/photo |", "|---|---|---|---|---|---|---|"]

@@ -27,3 +27,17 @@ def test_comparison_keeps_the_lesions_every_method_found():
     assert aucs["FCN malignant channel (mean over the lesion)"] == 0.25
     assert aucs["sliding window"] == 0.75
     assert malignancy_comparison({})["rows"] == []
+
+
+def test_comparison_adds_the_mean_of_second_stage_and_colour_statistics():
+    truth = np.array([True, True, False, False])
+    known = np.ones(4, bool)
+    # Each grader alone ranks one pair wrong; their mean ranks every lesion right.
+    fcn = {"found": known, "known": known, "truth": truth,
+           "fields": {"malignancy": np.array([0.9, 0.4, 0.5, 0.1]),
+                      "malignancy_fcn": np.array([0.5, 0.5, 0.5, 0.5]),
+                      "malignancy_colour_stats": np.array([0.5, 0.9, 0.1, 0.6])}}
+    aucs = {row["name"]: row["auc"] for row in malignancy_comparison({FCN_NAME: fcn})["rows"]}
+    assert aucs["second stage"] == 0.75
+    assert aucs["colour statistics (on the FCN's lesions)"] == 0.75
+    assert aucs["second stage and colour statistics (mean)"] == 1.0
