@@ -342,6 +342,9 @@ def evaluate_detection_command(source, out, split, bodies_of, threshold, weights
               help="Also evaluate on the Middlebury motorcycle stereo pair (out of domain).")
 @click.option("--weights", default="default", show_default=True,
               help="Tracker weights (.keras) or 'default' (method net).")
+@click.option("--max-diagonal", type=click.FloatRange(min=32),
+              help="Working size of method net: pairs whose diagonal is larger are processed "
+                   "at this diagonal (px)  [default: that of `lesiontrack match`, 800].")
 @click.option("--detector-weights", default="default", show_default=True,
               help="Detector of the end-to-end match figures (.keras), 'default', or 'none'.")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
@@ -352,7 +355,7 @@ def evaluate_detection_command(source, out, split, bodies_of, threshold, weights
               help="Random skin keypoints per synthesized pair.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the keypoint sampling.")
 @click.option("--linear", is_flag=True, help="Linear alpha axis in pck.png (default: log).")
-def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights,
+def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights, max_diagonal,
                               detector_weights, threshold, alphas, n_skin, seed, linear):
     """PCK, end-point error and lesion matching of flow methods on PAIRS.
 
@@ -375,6 +378,7 @@ def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights
         raise click.BadParameter("expected numbers in (0, 1]", param_hint="--alphas")
     evaluate_tracking(pairs, out, methods=names, split=split, limit=limit, alphas=tolerances,
                       n_skin=n_skin, seed=seed, stereo=stereo, weights=weights,
+                      max_diagonal=max_diagonal,
                       detector_weights=None if detector_weights.lower() == "none"
                       else detector_weights, threshold=threshold, log_axis=not linear)
     click.echo((out / "report.md").read_text(), nl=False)

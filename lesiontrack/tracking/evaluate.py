@@ -321,8 +321,8 @@ def _curves(section, grid):
 
 def evaluate_tracking(source, out_dir, *, methods=("net", "siftflow", "dsp", "deepflow", "dis"),
                       split="test", limit=None, alphas=ALPHAS, n_skin=100, seed=0,
-                      stereo=False, weights="default", detector_weights="default",
-                      threshold=0.5, log_axis=True) -> dict:
+                      stereo=False, weights="default", max_diagonal=None,
+                      detector_weights="default", threshold=0.5, log_axis=True) -> dict:
     """Evaluate dense correspondence methods and write ``report.md``, ``report.json``, ``pck.png``.
 
     Parameters
@@ -347,6 +347,9 @@ def evaluate_tracking(source, out_dir, *, methods=("net", "siftflow", "dsp", "de
         Add the Middlebury motorcycle stereo pair as a second set.
     weights : "default" or path-like
         Tracker weights (method ``net``).
+    max_diagonal : float, optional
+        Working diagonal of method ``net`` (:func:`lesiontrack.tracking.infer.predict_flow`;
+        default its own, 800 px).
     detector_weights : "default", path-like or None
         Detector of the end-to-end figures; None skips them.
     threshold : float
@@ -372,8 +375,10 @@ def evaluate_tracking(source, out_dir, *, methods=("net", "siftflow", "dsp", "de
     if stereo:
         sets[STEREO_NAME] = ([stereo_pair(rng=rng, n_points=max(n_skin, 200))], "stereo")
     options = {"net": {"weights": weights}}
+    if max_diagonal is not None:
+        options["net"]["max_diagonal"] = float(max_diagonal)
     report = {"source": str(source), "alphas": alphas, "methods": methods, "seed": seed,
-              "split": split, "threshold": threshold, "sets": {}}
+              "split": split, "threshold": threshold, "max_diagonal": max_diagonal, "sets": {}}
     for name, (pairs, description) in sets.items():
         report["sets"][name] = {"pairs": len(pairs), "methods": evaluate_pairs(
             pairs, methods, alphas=alphas, options=options, detector_weights=detector_weights,

@@ -266,3 +266,22 @@ def test_report_markdown_shows_skipped_and_missing_figures():
     text = report_markdown(report)
     assert "| net | skipped: tracker unavailable |" in text
     assert "| zero | 0.500 | - | - | - | - | - | 0.00 | 0 |" in text
+
+
+def test_max_diagonal_reaches_the_network(lesion_pairs, tmp_path, monkeypatch):
+    from lesiontrack.tracking import infer
+    from lesiontrack.tracking.evaluate import evaluate_tracking
+
+    seen = []
+
+    def fake_predict_flow(image0, image1, *, weights="default", **options):
+        seen.append(options.get("max_diagonal"))
+        return np.zeros(image0.shape[:2] + (2,), np.float32)
+
+    monkeypatch.setattr(infer, "predict_flow", fake_predict_flow)
+    report = evaluate_tracking(lesion_pairs, tmp_path / "a", methods=["net"], n_skin=5,
+                               detector_weights=None, max_diagonal=300)
+    assert seen == [300.0, 300.0] and report["max_diagonal"] == 300
+    seen.clear()
+    evaluate_tracking(lesion_pairs, tmp_path / "b", methods=["net"], n_skin=5, detector_weights=None)
+    assert seen == [None, None]
