@@ -9,7 +9,8 @@
 #    volume at 1/16 resolution for the coarse flow, then the subtraction head for the residual)
 #    and "refine" (OpenCV DIS as the coarse stage, the subtraction network regresses the
 #    residual); batch 8 on 256 px crops;
-# 3. copy the best checkpoint of the shipped variant (lowest validation EPE) into the package.
+# 3. (until 2026-12-02) copy the best costvolume checkpoint into the package; the shipped weights
+#    are now the pwc run's, copied by `publish-pwc` (below).
 #
 # Run from the repository root after experiments/train_detector.sh; `experiments/train_tracker.sh
 # pwc` starts (or resumes) the pwc run alone. Pairs are resized by a
@@ -19,13 +20,25 @@ set -euo pipefail
 
 DS=runs/ds-real
 INIT=runs/detector-ft/detector.keras
-SHIPPED=runs/tracker   # the costvolume variant
+SHIPPED=runs/tracker   # the costvolume variant (shipped until 2026-12-02)
 
 # pwc (tracking v2): cost volume at every level from 1/32 to 1/4, context network, convex
 # upsampling; pairs made on the fly from the train split's t0 photos with a curriculum of
 # motion; validated on the stored val pairs. Long run in the background at low priority,
 # resumable: rerun the same command to continue. On a fresh checkout it resumes from the
 # committed checkpoint (weights without optimizer state, state file and log).
+# publish-pwc: the best pwc checkpoint (lowest validation EPE) without optimizer state becomes
+# the shipped lesiontrack/weights/tracker.keras (done on 2026-12-02 with epoch 54; it is used
+# at the working diagonal of lesiontrack.tracking.infer.WORKING_DIAGONAL, chosen on val pairs
+# with `lesiontrack evaluate tracking runs/ds-real --split val --limit 24 --methods net
+# --weights runs/tracker-v2/tracker.keras --max-diagonal D --detector-weights none`).
+if [ "${1:-}" = publish-pwc ]; then
+    python -c "from lesiontrack.tracking.train import compact_checkpoint; \
+compact_checkpoint('runs/tracker-v2/tracker.keras', 'lesiontrack/weights/tracker.keras', learning_rate=4e-4)"
+    cp runs/tracker-v2/tracker.csv lesiontrack/weights/tracker.csv
+    exit 0
+fi
+
 if [ "${1:-}" = pwc ]; then
     out=runs/tracker-v2
     mkdir -p "$out"
@@ -56,7 +69,6 @@ for variant in costvolume refine subtract; do
         --min-scale 0.5 --seed 0 --lr 5e-4 --val-limit 32
 done
 
-mkdir -p lesiontrack/weights
-cp "$SHIPPED/tracker.keras" lesiontrack/weights/tracker.keras
-cp "$SHIPPED/tracker.csv" lesiontrack/weights/tracker.csv
-echo "default weights: lesiontrack/weights/tracker.keras (costvolume variant)"
+# Until 2026-12-02 the costvolume run was copied into the package here; the shipped weights are
+# now the pwc run's (`experiments/train_tracker.sh publish-pwc`).
+echo "ablation variants trained; $SHIPPED/tracker.keras is the costvolume variant"

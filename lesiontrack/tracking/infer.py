@@ -2,7 +2,8 @@
 
 The network is trained on synthesized pairs whose motion is 5-10 % of the image diagonal at
 512 x 512 (diagonal 724 px). Photos much larger than that are processed at a working size whose
-diagonal is at most ``max_diagonal`` (default 800 px): the motion of real visits, measured
+diagonal is at most ``max_diagonal`` (default 800 px, 362 px for the "pwc" variant:
+:data:`WORKING_DIAGONAL`): the motion of real visits, measured
 at about 5 % of the diagonal, then falls in the range the network was trained on, and the run
 time stays well under a second for a 1094 x 894 pair on two CPU cores. The flow is resized
 back and its values scaled to the input's pixels.
@@ -25,6 +26,13 @@ from lesiontrack.model_cache import cached_model, graph_function
 log = logging.getLogger(__name__)
 
 MAX_DIAGONAL = 800.0
+#: Working diagonal of the tracker variants that differ from :data:`MAX_DIAGONAL`. "pwc": the
+#: working diagonal with the best PCK@0.01 on the first 24 val pairs of ``runs/ds-real``
+#: (512 x 512, diagonal 724; ``lesiontrack evaluate tracking runs/ds-real --split val --limit 24
+#: --methods net --max-diagonal D``, D = 800, 543, 453, 362, 300, 256 on 2026-12-02: PCK@0.01
+#: 0.464 / 0.598 / 0.618 / 0.622 / 0.600 / 0.582). The network, trained on 192 px crops of
+#: pairs resized by 0.5-1, is most precise when the motion is about half that of the photos.
+WORKING_DIAGONAL = {"pwc": 362.0}
 
 
 def load_tracker(weights="default"):
@@ -73,7 +81,7 @@ def coarse_flow(image0, image1) -> tuple[np.ndarray, np.ndarray]:
     return flow, warp_backward(image1, flow)
 
 
-def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL) -> np.ndarray:
+def predict_flow(image0, image1, *, weights="default", max_diagonal="auto") -> np.ndarray:
     """Forward flow t0 -> t1 predicted by the siamese tracker.
 
     Parameters
@@ -86,9 +94,10 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
         The packaged weights, a ``.keras`` file from ``lesiontrack train tracker`` or a built
         model (:func:`lesiontrack.tracking.model.Tracker`). A ``"refine"`` model runs DIS
         first (:func:`coarse_flow`) and adds its residual to that flow.
-    max_diagonal : float or None
+    max_diagonal : "auto", float or None
         Photos with a larger diagonal are processed at a size with this diagonal (see the
-        module docstring); None processes at full size.
+        module docstring); "auto" takes the model variant's (:data:`WORKING_DIAGONAL`, else
+        :data:`MAX_DIAGONAL`); None processes at full size.
 
     Returns
     -------
@@ -101,6 +110,11 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
     image0 = check_image(image0, "image0")
     image1 = check_image(image1, "image1")
     model = load_tracker(weights)
+    variant = model_variant(model)
+    if isinstance(max_diagonal, str):
+        if max_diagonal != "auto":
+            raise ValueError(f"max_diagonal must be 'auto', a number or None, got {max_diagonal!r}")
+        max_diagonal = WORKING_DIAGONAL.get(variant, MAX_DIAGONAL)
     height, width = image0.shape[:2]
     height1, width1 = image1.shape[:2]
     factor = 1.0
@@ -109,7 +123,6 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal=MAX_DIAGONAL
     # Both photos go straight to the working size; the flow comes back in one resize.
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     work0, work1 = resize_image(image0, size), resize_image(image1, size)
-    variant = model_variant(model)
     coarse = None
     if variant == "refine":
         # Coarse-to-fine: the network sees image1 warped by DIS and returns the residual.
