@@ -44,7 +44,8 @@ def main(dataset, folder, splits, synthesized, out):
     """Compare minimum-area, score and contrast filters on DATASET's non-test body photos."""
     from lesiontrack import metrics
     from lesiontrack.detection.detect import detect
-    from lesiontrack.real_photos import read_photo_truth, score_photo, split_body_photos
+    from lesiontrack.real_photos import (read_photo_truth, score_photo, split_body_photos,
+                                         summarise_photos)
     from synth.io import read_image
 
     chosen = [s.strip() for s in splits.split(",") if s.strip()]
@@ -77,24 +78,22 @@ def main(dataset, folder, splits, synthesized, out):
              "| min area px | min score | min contrast | recall clear | precision | FP/photo |",
              "|---|---|---|---|---|---|"]
     for area, score, contrast in itertools.product(AREAS, SCORES, CONTRASTS):
-        found = clear = right = wrong = 0
-        for name, truth in truths.items():
-            kept = [d for d in detections[name] if d["area_px"] >= area and d["score"] >= score
-                    and (d["contrast"] is None or d["contrast"] >= contrast)]
-            row, _, _ = score_photo(truth, kept)
-            found += row["clear_found"]
-            clear += row["clear"]
-            right += row["true_positives"]
-            wrong += row["false_positives"]
-        recall = found / clear if clear else float("nan")
-        precision = right / (right + wrong) if right + wrong else float("nan")
-        fps = wrong / len(truths)
-        lines.append(f"| {area} | {score:.2f} | {contrast:g} | {recall:.3f} ({found}/{clear}) | "
-                     f"{precision:.3f} ({right}/{right + wrong}) | {fps:.2f} |")
+        total = summarise_photos([score_photo(truth, [
+            d for d in detections[name] if d["area_px"] >= area and d["score"] >= score
+            and (d["contrast"] is None or d["contrast"] >= contrast)])[0]
+            for name, truth in truths.items()])
+        counted = total["true_positives"] + total["false_positives"]
+        lines.append(f"| {area} | {score:.2f} | {contrast:g} | {_cell(total['recall_clear'])} "
+                     f"({total['clear_found']}/{total['clear']}) | {_cell(total['precision'])} "
+                     f"({total['true_positives']}/{counted}) | {total['fp_per_photo']:.2f} |")
     if synthesized:
         lines += ["", *_synthesized_lesions(dataset, synthesized, out)]
     (out / "filters.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
+
+
+def _cell(value):
+    return "nan" if value is None else f"{value:.3f}"
 
 
 def _synthesized_lesions(dataset, limit, out):
@@ -131,6 +130,7 @@ def _synthesized_lesions(dataset, limit, out):
                   if found else float("nan") for contrast in CONTRASTS]
         lines.append(f"| {score:.2f} | " + " | ".join(f"{v:.3f}" for v in shares) + " |")
     return lines
+
 
 if __name__ == "__main__":
     main()

@@ -344,7 +344,8 @@ def evaluate_detection_command(source, out, split, bodies_of, threshold, weights
               help="Tracker weights (.keras) or 'default' (method net).")
 @click.option("--max-diagonal", type=click.FloatRange(min=32),
               help="Working size of method net: pairs whose diagonal is larger are processed "
-                   "at this diagonal (px)  [default: that of `lesiontrack match`, 800].")
+                   "at this diagonal (px)  [default: that of `lesiontrack match`, set per "
+                   "tracker variant: 362 for pwc, 800 for the others].")
 @click.option("--detector-weights", default="default", show_default=True,
               help="Detector of the end-to-end match figures (.keras), 'default', or 'none'.")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),

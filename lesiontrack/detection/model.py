@@ -158,9 +158,7 @@ def fold_batch_norm(model):
 
     if not any(layer.name.endswith("_bn") for layer in model.layers):
         return model  # already folded
-    levels = sum(1 for layer in model.layers if layer.name.startswith("pool")) + 1
-    filters = tuple(model.get_layer(f"conv{level}_1").filters for level in range(1, levels + 1))
-    folded = build_fcn(filters, num_classes=model.get_layer("classes").filters,
+    folded = build_fcn(level_widths(model), num_classes=model.get_layer("classes").filters,
                        name=f"{model.name}_folded", batch_norm=False)
     for layer in folded.layers:
         if not layer.weights:
@@ -175,6 +173,16 @@ def fold_batch_norm(model):
         else:
             layer.set_weights(source.get_weights())
     return folded
+
+
+def level_widths(model) -> tuple[int, ...]:
+    """Widths of the conv levels of a detector (its ``conv{level}_1`` layers), finest first."""
+    widths = {}
+    for layer in model.layers:
+        name = layer.name
+        if name.startswith("conv") and name.endswith("_1") and name[4:-2].isdigit():
+            widths[int(name[4:-2])] = layer.filters
+    return tuple(widths[level] for level in sorted(widths))
 
 
 def model_stride(model) -> int:

@@ -295,7 +295,7 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
 
     from lesiontrack.detection import data as data_module
     from lesiontrack.detection.losses import SegmentationLoss, segmentation_loss
-    from lesiontrack.detection.model import FCN, model_stride
+    from lesiontrack.detection.model import FCN, level_widths, model_stride
 
     dataset = Path(dataset)
     train_records = data_module.split_records(dataset, "train")
@@ -306,7 +306,7 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     log.info("class weights %s", class_weights)
     if mixed_precision and init is not None and filters is None:
         # A saved .keras model keeps its own float32 policy: rebuild under the mixed policy.
-        filters = _saved_filters(FCN(weights=init))
+        filters = level_widths(FCN(weights=init))
     with mixed_precision_policy(mixed_precision):
         model = FCN(weights=init, filters=filters)
     stride = model_stride(model)
@@ -360,16 +360,6 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     _, history = fit(model, make_dataset, validate, out, epochs=epochs, steps=steps,
                      monitor=monitor, mode="max", config=config)
     return history
-
-
-def _saved_filters(model):
-    """Widths of the conv levels of a detector (its ``conv{level}_1`` layers)."""
-    widths = {}
-    for layer in model.layers:
-        name = layer.name
-        if name.startswith("conv") and name.endswith("_1") and name[4:-2].isdigit():
-            widths[int(name[4:-2])] = layer.filters
-    return tuple(widths[level] for level in sorted(widths))
 
 
 def _validation_bodies(dataset):

@@ -349,7 +349,7 @@ def evaluate_tracking(source, out_dir, *, methods=("net", "siftflow", "dsp", "de
         Tracker weights (method ``net``).
     max_diagonal : float, optional
         Working diagonal of method ``net`` (:func:`lesiontrack.tracking.infer.predict_flow`;
-        default its own, 800 px).
+        default the tracker variant's own, :data:`lesiontrack.tracking.infer.WORKING_DIAGONAL`).
     detector_weights : "default", path-like or None
         Detector of the end-to-end figures; None skips them.
     threshold : float
