@@ -26,7 +26,8 @@ SHIPPED=runs/tracker   # the costvolume variant (shipped until 2026-12-02)
 # upsampling; pairs made on the fly from the train split's t0 photos with a curriculum of
 # motion; validated on the stored val pairs. Long run in the background at low priority,
 # resumable: rerun the same command to continue. On a fresh checkout it resumes from the
-# committed checkpoint (weights without optimizer state, state file and log).
+# committed checkpoint (weights without optimizer state, state file and log). The first 63
+# epochs ran at a constant step size of 4e-4; from there it decays (cosine) to 2e-5 at epoch 135.
 # publish-pwc: the best pwc checkpoint (lowest validation EPE) without optimizer state becomes
 # the shipped lesiontrack/weights/tracker.keras (done on 2026-12-02 with epoch 54; it is used
 # at the working diagonal of lesiontrack.tracking.infer.WORKING_DIAGONAL, chosen on val pairs
@@ -50,11 +51,37 @@ if [ "${1:-}" = pwc ]; then
     nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
         --init lesiontrack/weights/detector.keras --out "$out/tracker.keras" \
         --epochs 1000 --steps 20 --batch 4 --crop 192 --min-scale 0.5 --freeze conv1,conv2 \
-        --curriculum-steps 600 --seed 0 --lr 4e-4 --val-limit 24 >> "$out/train.log" 2>&1 &
+        --curriculum-steps 600 --seed 0 --lr 4e-4 --lr-decay 63:135 --lr-final 2e-5 \
+        --val-limit 24 >> "$out/train.log" 2>&1 &
     echo "training in the background, log $out/train.log"
     exit 0
 fi
 
+# pwc-whole: the pwc network trained further on whole photos at the working size, as `match`
+# runs it: pairs resized by 0.45-0.55 (a 512-px photo becomes 230-282 px, about the 362-px
+# working diagonal) and cropped or padded to 256, so every example holds the whole photo and its
+# motion at the size the network sees at inference; validated at that working diagonal. The
+# 192-px crops of the first run saw 14-56 % of a photo, and on the val pairs its errors sat in
+# the large plain regions (background, even skin) that only the rest of the photo explains.
+# Started from the tracker shipped on 2026-12-02 (pwc epoch 54, commit 3edbda4: the file
+# lesiontrack/weights/tracker.keras of that commit); cosine decay of the step size from 3e-4 to
+# 1.5e-5 over 32 epochs of 20 steps. Resumable like pwc (committed checkpoint, state and log).
+if [ "${1:-}" = pwc-whole ]; then
+    out=runs/tracker-v3
+    mkdir -p "$out"
+    if [ ! -f "$out/tracker.state.json" ] && [ -f experiments/checkpoints/tracker-v3.state.json ]; then
+        cp experiments/checkpoints/tracker-v3-last.keras "$out/tracker.last.keras"
+        cp experiments/checkpoints/tracker-v3.state.json "$out/tracker.state.json"
+        cp experiments/checkpoints/tracker-v3.csv "$out/tracker.csv"
+    fi
+    nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
+        --init lesiontrack/weights/tracker.keras --out "$out/tracker.keras" \
+        --epochs 1000 --steps 20 --batch 4 --crop 256 --min-scale 0.45 --max-scale 0.55 \
+        --freeze conv1,conv2 --curriculum-steps 0 --seed 1 --lr 3e-4 --lr-decay 0:32 \
+        --lr-final 1.5e-5 --val-limit 24 --val-diagonal 362 >> "$out/train.log" 2>&1 &
+    echo "training in the background, log $out/train.log"
+    exit 0
+fi
 
 # costvolume: 20 x 50 steps (the shipped run went to 10 epochs, then was resumed to 20 by
 # the same command with --epochs 20). refine and subtract: 10 x 50 steps planned; their runs

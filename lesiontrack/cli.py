@@ -385,6 +385,19 @@ def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights
     click.echo((out / "report.md").read_text(), nl=False)
 
 
+def _epoch_range(ctx, param, value):
+    """FIRST:LAST of --lr-decay as (int, int), LAST after FIRST."""
+    if value is None:
+        return None
+    try:
+        first, last = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected FIRST:LAST, two epoch numbers") from None
+    if first < 0 or last <= first:
+        raise click.BadParameter(f"{value!r}: LAST must follow FIRST, both >= 0")
+    return first, last
+
+
 @train.command("tracker")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
@@ -405,11 +418,17 @@ def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights
                    "DIS flow + a subtraction-merge residual head, or pwc: a cost volume at "
                    "every level from 1/32 to 1/4 trained on pairs made on the fly.")
 @click.option("--min-scale", default=0.5, show_default=True, type=click.FloatRange(0.05, 1),
-              help="Pairs are resized by a random factor in [min-scale, 1] before cropping.")
+              help="Pairs are resized by a random factor in [min-scale, max-scale] before "
+                   "cropping.")
+@click.option("--max-scale", default=1.0, show_default=True, type=click.FloatRange(0.05, 1),
+              help="Largest resize factor of the pairs (at least --min-scale).")
 @click.option("--synthetic", "synthetic_fraction", default=0.0, show_default=True,
               type=click.FloatRange(0, 1), help="Share of pairs warped on the fly from t0 photos.")
 @click.option("--val-limit", default=32, show_default=True, type=click.IntRange(min=1),
               help="Validation pairs per epoch.")
+@click.option("--val-diagonal", type=click.FloatRange(min=32),
+              help="pwc: validate at this working diagonal (px), as `match` runs the "
+                   "network; full size by default.")
 @click.option("--freeze", default="auto", show_default=True,
               help="Comma-separated trunk blocks kept fixed (e.g. conv1), 'none', or 'auto' "
                    "(conv1 when --init is a detector).")
@@ -418,23 +437,35 @@ def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights
 @click.option("--curriculum-steps", default=1500, show_default=True, type=click.IntRange(min=0),
               help="pwc: steps over which the motion of the pairs made on the fly grows to "
                    "its full range.")
+@click.option("--lr-decay", "decay", callback=_epoch_range, metavar="FIRST:LAST",
+              help="pwc: cosine decay of the step size, from --lr once FIRST epochs are done "
+                   "to --lr-final once LAST are done; constant by default.")
+@click.option("--lr-final", "final_learning_rate", type=click.FloatRange(min=0),
+              help="pwc: step size at the end of --lr-decay  [default: --lr / 20]")
 def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, learning_rate,
-                          variant, min_scale, synthetic_fraction, val_limit, freeze,
-                          mixed_precision, curriculum_steps):
+                          variant, min_scale, max_scale, synthetic_fraction, val_limit,
+                          val_diagonal, freeze, mixed_precision, curriculum_steps, decay,
+                          final_learning_rate):
     """Train the siamese tracker on DATASET's pairs (resumes when OUT has a state file)."""
     from lesiontrack.tracking.train import train_pwc, train_tracker
+
+    if max_scale < min_scale:
+        raise click.BadParameter(f"{max_scale} is below --min-scale {min_scale}",
+                                 param_hint="--max-scale")
 
     blocks = None if freeze == "auto" else tuple(
         b.strip() for b in freeze.split(",") if b.strip() and b.strip() != "none")
     if variant == "pwc":
         history = train_pwc(dataset, out, init=init, epochs=epochs, steps=steps, batch=batch,
                             crop=crop, seed=seed, learning_rate=learning_rate,
-                            scale_range=(min_scale, 1.0), curriculum_steps=curriculum_steps,
-                            val_limit=val_limit, freeze=("conv1",) if blocks is None else blocks)
+                            scale_range=(min_scale, max_scale),
+                            curriculum_steps=curriculum_steps, val_limit=val_limit,
+                            freeze=("conv1",) if blocks is None else blocks, decay=decay,
+                            final_learning_rate=final_learning_rate, val_diagonal=val_diagonal)
     else:
         history = train_tracker(dataset, out, init=init, epochs=epochs, steps=steps,
                                 batch=batch, crop=crop, seed=seed, learning_rate=learning_rate,
-                                variant=variant, scale_range=(min_scale, 1.0),
+                                variant=variant, scale_range=(min_scale, max_scale),
                                 synthetic_fraction=synthetic_fraction,
                                 val_limit=val_limit, freeze=blocks,
                                 mixed_precision=mixed_precision)

@@ -10,7 +10,8 @@ epoch, keeps the best checkpoint by a monitored figure and writes, beside ``out`
 * ``MODEL.csv``          one row per epoch; ``MODEL.png`` the curves.
 
 :func:`mixed_precision` is the one switch to bfloat16 compute: a context manager around model
-building, restoring the previous Keras dtype policy on exit.
+building, restoring the previous Keras dtype policy on exit. :func:`cosine_step_size` is the
+per-epoch step-size schedule that ``fit`` applies when given one.
 """
 from __future__ import annotations
 
@@ -52,6 +53,39 @@ def mixed_precision(enabled: bool = True):
         keras.mixed_precision.set_dtype_policy(previous)
 
 
+def cosine_step_size(base, *, start, end, final):
+    """A per-epoch step size: ``base`` until ``start`` epochs are done, cosine to ``final``.
+
+    The half-cosine annealing of SGDR (Loshchilov and Hutter, ICLR 2017, eq. 5) without
+    restarts: for ``start <= e <= end``,
+    ``final + (base - final) * (1 + cos(pi * (e - start) / (end - start))) / 2``; ``final``
+    after ``end``. Defined by the epoch number, so a resumed run continues on the same curve.
+
+    Parameters
+    ----------
+    base, final : float
+        Step sizes before and after the decay.
+    start, end : int
+        Epochs done when the decay starts and ends, ``end > start``.
+
+    Returns
+    -------
+    callable
+        ``schedule(epochs_done) -> float``, the step size of the next epoch.
+    """
+    if end <= start:
+        raise InputError(f"step-size decay {start}:{end}: the last epoch must follow the first")
+
+    def schedule(epoch):
+        if epoch <= start:
+            return float(base)
+        if epoch >= end:
+            return float(final)
+        return float(final + (base - final) * (1 + math.cos(math.pi * (epoch - start)
+                                                            / (end - start))) / 2)
+    return schedule
+
+
 @dataclass(frozen=True)
 class TrainingFiles:
     """Paths written by :func:`fit` for a model path ``out``."""
@@ -73,7 +107,7 @@ class TrainingFiles:
 
 
 def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max",
-        callbacks=(), config=None):
+        callbacks=(), config=None, step_size=None):
     """Train ``model`` epoch by epoch, validating, checkpointing and logging; resumable.
 
     Parameters
@@ -95,6 +129,9 @@ def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max
         Passed to ``model.fit``.
     config : dict, optional
         Recorded in the state file.
+    step_size : callable, optional
+        ``step_size(epochs_done) -> float`` (e.g. :func:`cosine_step_size`), set on the
+        optimizer before each epoch and logged as ``lr``; by default the compiled step size is kept.
 
     Returns
     -------
@@ -124,6 +161,8 @@ def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max
                 history = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)][:start]
     verbose = 1 if sys.stderr.isatty() else 2
     for epoch in range(start, epochs):
+        if step_size is not None:
+            model.optimizer.learning_rate.assign(step_size(epoch))
         began = time.perf_counter()
         try:
             result = model.fit(make_dataset(epoch), epochs=epoch + 1, initial_epoch=epoch,
@@ -137,6 +176,8 @@ def fit(model, make_dataset, validate, out, *, epochs, steps, monitor, mode="max
         train_seconds = time.perf_counter() - began
         row = {"epoch": epoch + 1, "loss": float(result.history["loss"][-1]),
                "train_seconds": round(train_seconds, 2)}
+        if step_size is not None:
+            row["lr"] = float(step_size(epoch))
         row.update({f"val_{k}": float(v) for k, v in validate(model).items()})
         value = row[f"val_{monitor}"]
         improved = best is None or (not math.isnan(value) and better(value, best))

@@ -31,6 +31,17 @@ def _ring(mask: np.ndarray, gap_px: float, width_px: float) -> np.ndarray:
     return (distance > gap_px) & (distance <= gap_px + width_px)
 
 
+def ring_reach(area_px: float, *, gap_px: float = 1.0, width_px: float | None = None) -> int:
+    """How far (px) the skin ring of :func:`lesion_contrast` reaches beyond a lesion's mask.
+
+    A window of the lesion's box grown by this margin holds everything
+    :func:`lesion_contrast` reads, so callers may crop to it first (a mask of one lesion on a
+    whole photo costs more than the measure itself).
+    """
+    width = max(3.0, float(np.sqrt(area_px / np.pi))) if width_px is None else float(width_px)
+    return int(np.ceil(gap_px + width)) + 1
+
+
 def lesion_contrast(image: np.ndarray, mask: np.ndarray, *, exclude=None, gap_px: float = 1.0,
                     width_px: float | None = None) -> float:
     """CIEDE2000 between a lesion's mean Lab colour and that of a ring of skin around it.
@@ -59,9 +70,9 @@ def lesion_contrast(image: np.ndarray, mask: np.ndarray, *, exclude=None, gap_px
         raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
     if not mask.any():
         return float("nan")
-    radius = float(np.sqrt(mask.sum() / np.pi))
-    width = max(3.0, radius) if width_px is None else float(width_px)
-    reach = int(np.ceil(gap_px + width)) + 1
+    area = float(mask.sum())
+    width = max(3.0, float(np.sqrt(area / np.pi))) if width_px is None else float(width_px)
+    reach = ring_reach(area, gap_px=gap_px, width_px=width)
     rows, cols = np.nonzero(mask)
     top, left = max(rows.min() - reach, 0), max(cols.min() - reach, 0)
     bottom, right = min(rows.max() + reach + 1, mask.shape[0]), min(cols.max() + reach + 1, mask.shape[1])

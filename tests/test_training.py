@@ -1,7 +1,7 @@
 """The shared training loop's files and the mixed-precision switch."""
 import pytest
 
-from lesiontrack.training import TrainingFiles, mixed_precision
+from lesiontrack.training import TrainingFiles, cosine_step_size, fit, mixed_precision
 from synth.io import InputError
 
 
@@ -29,3 +29,43 @@ def test_mixed_precision_is_scoped():
     assert keras.mixed_precision.dtype_policy().name == before
     with mixed_precision(False):
         assert keras.mixed_precision.dtype_policy().name == before
+
+
+def test_cosine_step_size_follows_the_half_cosine():
+    schedule = cosine_step_size(4e-4, start=10, end=20, final=2e-5)
+    assert schedule(0) == schedule(10) == pytest.approx(4e-4)
+    assert schedule(15) == pytest.approx((4e-4 + 2e-5) / 2)
+    assert schedule(20) == schedule(50) == pytest.approx(2e-5)
+    values = [schedule(e) for e in range(10, 21)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    with pytest.raises(InputError, match="must follow"):
+        cosine_step_size(1e-3, start=5, end=5, final=1e-4)
+
+
+def test_fit_sets_and_logs_the_step_size_and_resumes_on_the_curve(tmp_path):
+    keras = pytest.importorskip("keras")
+    import numpy as np
+    import tensorflow as tf
+
+    def make_model():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+        return model
+
+    data = tf.data.Dataset.from_tensors((np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)))
+    seen = []
+
+    def validate(model):
+        seen.append(float(model.optimizer.learning_rate.numpy()))
+        return {"loss": 1.0}
+
+    schedule = cosine_step_size(1e-2, start=1, end=3, final=1e-3)
+    out = tmp_path / "model.keras"
+    fit(make_model(), lambda epoch: data.repeat(), validate, out, epochs=2, steps=1,
+        monitor="loss", mode="min", step_size=schedule)
+    _, history = fit(make_model(), lambda epoch: data.repeat(), validate, out, epochs=4,
+                     steps=1, monitor="loss", mode="min", step_size=schedule)
+    expected = [schedule(e) for e in range(4)]
+    assert seen == pytest.approx(expected)
+    assert [row["lr"] for row in history] == pytest.approx(expected)
+    assert expected[1] > expected[2] > expected[3]

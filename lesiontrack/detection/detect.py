@@ -100,7 +100,7 @@ def load_detector(weights="default"):
 def lesion_contrasts(image, lesions, instances, *, skin=None):
     """Visible contrast (Delta E00 against a ring of skin, :func:`synth.contrast.lesion_contrast`)
     of every lesion record, the ring leaving out every proposal and, with ``skin``, non-skin."""
-    from synth.contrast import lesion_contrast
+    from synth.contrast import lesion_contrast, ring_reach
 
     others = instances > 0
     if skin is not None:
@@ -109,8 +109,7 @@ def lesion_contrasts(image, lesions, instances, *, skin=None):
     contrasts = []
     for lesion in lesions:
         x, y, w, h = lesion["bbox"]
-        # the ring reaches gap + max(3, radius) px beyond the lesion: a window of that margin
-        reach = int(np.ceil(max(3.0, np.sqrt(lesion["area_px"] / np.pi)))) + 3
+        reach = ring_reach(lesion["area_px"])  # the window holds the lesion and its ring
         window = (slice(max(y - reach, 0), min(y + h + reach, height)),
                   slice(max(x - reach, 0), min(x + w + reach, width)))
         contrasts.append(lesion_contrast(image[window], instances[window] == lesion["id"],

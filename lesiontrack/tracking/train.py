@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lesiontrack.training import fit, mixed_precision as mixed_precision_policy
+from lesiontrack.imaging import resize_flow, resize_image
+from lesiontrack.training import cosine_step_size, fit, mixed_precision as mixed_precision_policy
 from synth.io import InputError
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,8 @@ def _forward(model):
     return _FORWARD[1]
 
 
-def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHAS) -> dict:
+def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHAS,
+                      max_diagonal=None) -> dict:
     """EPE (px) and PCK at ``alphas`` x diagonal over the valid pixels of stored pairs.
 
     Parameters
@@ -274,6 +276,10 @@ def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHA
         Dataset folder.
     records : list of dict
         Pair records; the first ``limit`` are used.
+    max_diagonal : float, optional
+        Pairs with a larger diagonal are processed at this working diagonal, as
+        :func:`lesiontrack.tracking.infer.predict_flow` does, and the flow mapped back; the
+        figures stay in the pairs' own pixels. Full size when None.
 
     Returns
     -------
@@ -289,7 +295,7 @@ def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHA
         image0, image1, flow, valid = load_pair(root, record)
         if not valid.any():
             continue
-        estimate = predict_pwc(model, image0, image1)
+        estimate = _predict_at(model, image0, image1, max_diagonal)
         predicted.append(estimate[valid])
         true.append(flow[valid])
         diagonals.append(np.full(int(valid.sum()), math.hypot(*valid.shape)))
@@ -302,13 +308,25 @@ def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHA
     return {"epe": epe, **{_pck_key(a): float(v) for a, v in zip(alphas, curve)}}
 
 
+def _predict_at(model, image0, image1, max_diagonal):
+    """:func:`predict_pwc` at a working diagonal of at most ``max_diagonal`` (None: full size)."""
+    height, width = image0.shape[:2]
+    if not max_diagonal or math.hypot(width, height) <= max_diagonal:
+        return predict_pwc(model, image0, image1)
+    factor = max_diagonal / math.hypot(width, height)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    flow = predict_pwc(model, resize_image(image0, size), resize_image(image1, size))
+    return resize_flow(flow, (width, height))
+
+
 def _pck_key(alpha):
     return f"pck{round(alpha * 100):02d}"
 
 
 def train_pwc(dataset, out, *, init=None, epochs=100, steps=100, batch=8, crop=256, seed=0,
               learning_rate=3e-4, scale_range=(0.5, 1.0), curriculum_steps=None,
-              pool_size=32, new_fraction=0.25, val_limit=32, freeze=("conv1",)):
+              pool_size=32, new_fraction=0.25, val_limit=32, freeze=("conv1",),
+              decay=None, final_learning_rate=None, val_diagonal=None):
     """Train the "pwc" tracker on pairs made on the fly; resumes when ``out`` has a state file.
 
     Parameters
@@ -330,6 +348,10 @@ def train_pwc(dataset, out, *, init=None, epochs=100, steps=100, batch=8, crop=2
         Adam step size.
     scale_range : (float, float)
         Random resize range of each pair before cropping.
+    decay : (int, int), optional
+        Epochs done at the start and at the end of a cosine decay of the step size from
+        ``learning_rate`` to ``final_learning_rate`` (default a twentieth of it)
+        (:func:`lesiontrack.training.cosine_step_size`); constant when None.
     curriculum_steps : int, optional
         Steps over which the largest motion rises
         (:func:`lesiontrack.tracking.data.curriculum_high`; default
@@ -338,6 +360,9 @@ def train_pwc(dataset, out, *, init=None, epochs=100, steps=100, batch=8, crop=2
         See :class:`lesiontrack.tracking.data.PairPool`.
     val_limit : int
         Validation pairs per epoch.
+    val_diagonal : float, optional
+        Working diagonal of the validation pairs (:func:`evaluate_pwc_flow`); full size when
+        None.
     freeze : sequence of str
         Trunk blocks kept fixed when initialised from a detector (``conv1``: its
         full-resolution convs cost a third of a step and its colour/edge filters carry over).
@@ -372,29 +397,45 @@ def train_pwc(dataset, out, *, init=None, epochs=100, steps=100, batch=8, crop=2
                                 pool_size=pool_size, new_fraction=new_fraction).take(steps)
 
     def validate(model):
-        return evaluate_pwc_flow(model, dataset, val_records, limit=val_limit)
+        return evaluate_pwc_flow(model, dataset, val_records, limit=val_limit,
+                                 max_diagonal=val_diagonal)
 
     config = {"dataset": str(dataset), "init": None if init is None else str(init),
               "variant": pwc.VARIANT, "epochs": epochs, "steps": steps, "batch": batch,
               "crop": crop, "seed": seed, "learning_rate": learning_rate,
               "scale_range": list(scale_range), "curriculum_steps": curriculum_steps,
               "pool_size": pool_size, "new_fraction": new_fraction, "freeze": list(freeze)}
+    if val_diagonal:
+        config["val_diagonal"] = float(val_diagonal)
+    schedule = None
+    if decay is not None:
+        final = learning_rate / 20 if final_learning_rate is None else final_learning_rate
+        schedule = cosine_step_size(learning_rate, start=decay[0], end=decay[1], final=final)
+        config.update(decay=list(decay), final_learning_rate=final)
     _, history = fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
-                     monitor="epe", mode="min", config=config)
+                     monitor="epe", mode="min", config=config, step_size=schedule)
     return history
 
 
 def _initial_pwc_model(init, freeze):
-    """A new "pwc" tracker, its trunk from the detector ``init`` (by layer name) if given."""
+    """A new "pwc" tracker: its trunk from the detector ``init`` (by layer name), all of it
+    from a "pwc" tracker ``init`` (a new run continuing another's weights), or random."""
     from lesiontrack.tracking import model as siamese
     from lesiontrack.tracking import pwc
 
     if init is None:
         return pwc.build_pwc()
-    detector = siamese.load_model_file(init)
-    model = pwc.build_pwc(siamese.detector_filters(detector))
-    copied = siamese.load_detector_weights(model, detector)
-    log.info("trunk initialised from %s: %d layers", init, len(copied))
+    source = siamese.load_model_file(init)
+    if pwc.is_pwc(source):
+        import keras
+
+        model = keras.models.clone_model(source)  # same layers and names, fresh variables
+        model.set_weights(source.get_weights())
+        log.info("tracker initialised from the pwc tracker %s", init)
+    else:
+        model = pwc.build_pwc(siamese.detector_filters(source))
+        copied = siamese.load_detector_weights(model, source)
+        log.info("trunk initialised from %s: %d layers", init, len(copied))
     for layer in model.get_layer("trunk").layers:
         if any(layer.name.startswith(f"{block}_") for block in freeze) and layer.weights:
             layer.trainable = False

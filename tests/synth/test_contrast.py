@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from synth.contrast import VISIBLE_DELTA_E, contrasts_of_instances, lesion_contrast
+from synth.contrast import VISIBLE_DELTA_E, contrasts_of_instances, lesion_contrast, ring_reach
 
 
 def _disc(shape, centre, radius):
@@ -43,3 +43,20 @@ def test_ring_leaves_other_lesions_out():
                                 rgb2lab(np.uint8([[[210, 170, 150]]]))[0, 0])
     assert values[1] == pytest.approx(float(expected), abs=1e-6)
     assert abs(lesion_contrast(image, first) - values[1]) > 0.3
+
+
+def test_a_crop_grown_by_the_ring_reach_measures_the_same_contrast():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    disc = _disc(image.shape, (40, 36), 9)
+    rows, cols = np.nonzero(disc)
+    reach = ring_reach(disc.sum())
+    window = (slice(rows.min() - reach, rows.max() + reach + 1),
+              slice(cols.min() - reach, cols.max() + reach + 1))
+    assert lesion_contrast(image[window], disc[window]) == pytest.approx(
+        lesion_contrast(image, disc), abs=1e-9)
+    # A window 3 px tighter (the reach rounds up and keeps a pixel to spare) cuts the ring.
+    tight = (slice(window[0].start + 3, window[0].stop - 3),
+             slice(window[1].start + 3, window[1].stop - 3))
+    assert lesion_contrast(image[tight], disc[tight]) != pytest.approx(
+        lesion_contrast(image, disc), abs=1e-9)

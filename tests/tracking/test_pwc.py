@@ -190,3 +190,60 @@ def test_cli_variant_pwc_calls_train_pwc(monkeypatch, tmp_path):
     (dataset, out, options), = calls
     assert options["freeze"] == ("conv1", "conv2") and options["curriculum_steps"] == 600
     assert options["crop"] == 192 and options["scale_range"] == (0.5, 1.0)
+    assert options["decay"] is None and options["val_diagonal"] is None
+
+    calls.clear()
+    result = CliRunner().invoke(cli.main, [
+        "train", "tracker", str(tmp_path / "ds"), "--variant", "pwc", "--out",
+        str(tmp_path / "t.keras"), "--min-scale", "0.45", "--max-scale", "0.55",
+        "--lr-decay", "0:48", "--lr-final", "1e-5", "--val-diagonal", "362"])
+    assert result.exit_code == 0, result.output
+    (_, _, options), = calls
+    assert options["scale_range"] == (0.45, 0.55) and options["decay"] == (0, 48)
+    assert options["final_learning_rate"] == 1e-5 and options["val_diagonal"] == 362
+    for bad, message in ((["--min-scale", "0.6", "--max-scale", "0.5"], "below --min-scale"),
+                         (["--lr-decay", "10"], "FIRST:LAST"),
+                         (["--lr-decay", "10:4"], "LAST must follow")):
+        result = CliRunner().invoke(cli.main, [
+            "train", "tracker", str(tmp_path / "ds"), "--variant", "pwc", "--out",
+            str(tmp_path / "t.keras"), *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_pwc_run_can_start_from_a_pwc_tracker(tmp_path):
+    from lesiontrack.tracking.train import _initial_pwc_model
+
+    keras.backend.clear_session()
+    source = pwc.build_pwc(**TINY)
+    compile_pwc(source)
+    source.save(tmp_path / "source.keras")
+    model = _initial_pwc_model(tmp_path / "source.keras", ("conv1",))
+    for a, b in zip(model.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    trunk = model.get_layer("trunk")
+    assert not trunk.get_layer("conv1_1").trainable and trunk.get_layer("conv2_1").trainable
+    keras.backend.clear_session()
+
+
+def test_validation_at_a_working_diagonal_reports_in_the_pairs_pixels(monkeypatch):
+    from lesiontrack.tracking import train
+
+    seen = []
+
+    def constant_flow(model, image0, image1):
+        seen.append(image0.shape)
+        flow = np.zeros(image0.shape[:2] + (2,), np.float32)
+        flow[..., 0] = 2.0  # 2 px at the working size
+        return flow
+
+    size = 128
+    pair = (np.zeros((size, size, 3), np.uint8), np.zeros((size, size, 3), np.uint8),
+            np.dstack([np.full((size, size), 4.0), np.zeros((size, size))]).astype(np.float32),
+            np.ones((size, size), bool))
+    monkeypatch.setattr(train, "predict_pwc", constant_flow)
+    monkeypatch.setattr("lesiontrack.tracking.data.load_pair", lambda root, record: pair)
+    full = train.evaluate_pwc_flow(None, "ds", [{}], limit=1)
+    half = train.evaluate_pwc_flow(None, "ds", [{}], limit=1, max_diagonal=size * 2 ** 0.5 / 2)
+    assert seen == [(128, 128, 3), (64, 64, 3)]
+    assert full["epe"] == pytest.approx(2.0)
+    assert half["epe"] == pytest.approx(0.0, abs=1e-5)  # 2 px at half size is the true 4 px
