@@ -17,6 +17,7 @@
 # random factor in [0.5, 1] before cropping (--min-scale) so their 30-70 px motion fits in the
 # crops; predict_flow processes photos at a diagonal of at most 800 px.
 set -euo pipefail
+command -v lesiontrack >/dev/null || { echo "lesiontrack is not on PATH (activate its venv)" >&2; exit 1; }
 
 DS=runs/ds-real
 INIT=runs/detector-ft/detector.keras
@@ -26,17 +27,22 @@ SHIPPED=runs/tracker   # the costvolume variant (shipped until 2026-12-02)
 # upsampling; pairs made on the fly from the train split's t0 photos with a curriculum of
 # motion; validated on the stored val pairs. Long run in the background at low priority,
 # resumable: rerun the same command to continue. On a fresh checkout it resumes from the
-# committed checkpoint (weights without optimizer state, state file and log). The first 63
-# epochs ran at a constant step size of 4e-4; from there it decays (cosine) to 2e-5 at epoch 135.
-# publish-pwc: the best pwc checkpoint (lowest validation EPE) without optimizer state becomes
-# the shipped lesiontrack/weights/tracker.keras (done on 2026-12-02 with epoch 54; it is used
-# at the working diagonal of lesiontrack.tracking.infer.WORKING_DIAGONAL, chosen on val pairs
-# with `lesiontrack evaluate tracking runs/ds-real --split val --limit 24 --methods net
-# --weights runs/tracker-v2/tracker.keras --max-diagonal D --detector-weights none`).
+# committed checkpoint (weights without optimizer state, state file and log). Its 63 epochs ran
+# at a constant step size of 4e-4; the decay in the command (cosine to 2e-5 at epoch 135) ran
+# for 2 epochs on 2026-12-02 and was stopped for the pwc-whole run below, which replaced it.
+# publish-pwc [RUN]: the best checkpoint of a pwc run (lowest validation EPE; RUN defaults to
+# runs/tracker-v3, the pwc-whole run below) without optimizer state becomes the shipped
+# lesiontrack/weights/tracker.keras, its log lesiontrack/weights/tracker.csv. Done on 2026-12-02
+# with runs/tracker-v2 (epoch 54; used at the working diagonal of
+# lesiontrack.tracking.infer.WORKING_DIAGONAL, chosen on val pairs with `lesiontrack evaluate
+# tracking runs/ds-real --split val --limit 24 --methods net --weights
+# runs/tracker-v2/tracker.keras --max-diagonal D --detector-weights none`), then with
+# runs/tracker-v3.
 if [ "${1:-}" = publish-pwc ]; then
+    run=${2:-runs/tracker-v3}
     python -c "from lesiontrack.tracking.train import compact_checkpoint; \
-compact_checkpoint('runs/tracker-v2/tracker.keras', 'lesiontrack/weights/tracker.keras', learning_rate=4e-4)"
-    cp runs/tracker-v2/tracker.csv lesiontrack/weights/tracker.csv
+compact_checkpoint('$run/tracker.keras', 'lesiontrack/weights/tracker.keras', learning_rate=4e-4)"
+    cp "$run/tracker.csv" lesiontrack/weights/tracker.csv
     exit 0
 fi
 
@@ -65,7 +71,10 @@ fi
 # the large plain regions (background, even skin) that only the rest of the photo explains.
 # Started from the tracker shipped on 2026-12-02 (pwc epoch 54, commit 3edbda4: the file
 # lesiontrack/weights/tracker.keras of that commit); cosine decay of the step size from 3e-4 to
-# 1.5e-5 over 32 epochs of 20 steps. Resumable like pwc (committed checkpoint, state and log).
+# 1.5e-5 over 44 epochs of 20 steps. The first 9 epochs ran with shorter decays (0:36 for 2
+# epochs, then 0:32, restarted with the same command); their step sizes, logged in the lr
+# column, were at most 7 % below this schedule's. Resumable like pwc (committed checkpoint,
+# state and log).
 if [ "${1:-}" = pwc-whole ]; then
     out=runs/tracker-v3
     mkdir -p "$out"
@@ -77,7 +86,7 @@ if [ "${1:-}" = pwc-whole ]; then
     nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
         --init lesiontrack/weights/tracker.keras --out "$out/tracker.keras" \
         --epochs 1000 --steps 20 --batch 4 --crop 256 --min-scale 0.45 --max-scale 0.55 \
-        --freeze conv1,conv2 --curriculum-steps 0 --seed 1 --lr 3e-4 --lr-decay 0:32 \
+        --freeze conv1,conv2 --curriculum-steps 0 --seed 1 --lr 3e-4 --lr-decay 0:44 \
         --lr-final 1.5e-5 --val-limit 24 --val-diagonal 362 >> "$out/train.log" 2>&1 &
     echo "training in the background, log $out/train.log"
     exit 0

@@ -30,8 +30,10 @@ MAX_DIAGONAL = 800.0
 #: working diagonal with the best PCK@0.01 on the first 24 val pairs of ``runs/ds-real``
 #: (512 x 512, diagonal 724; ``lesiontrack evaluate tracking runs/ds-real --split val --limit 24
 #: --methods net --max-diagonal D``, D = 800, 543, 453, 362, 300, 256 on 2026-12-02: PCK@0.01
-#: 0.464 / 0.598 / 0.618 / 0.622 / 0.600 / 0.582). The network, trained on 192 px crops of
-#: pairs resized by 0.5-1, is most precise when the motion is about half that of the photos.
+#: 0.464 / 0.598 / 0.618 / 0.622 / 0.600 / 0.582 for the first pwc weights, trained on 192 px
+#: crops of pairs resized by 0.5-1). The shipped weights were then trained further on whole
+#: photos resized to about this diagonal, and 362 stayed the best (300, 362, 453: 0.748 /
+#: 0.771 / 0.758).
 WORKING_DIAGONAL = {"pwc": 362.0}
 
 
