@@ -71,9 +71,11 @@ fi
 # the large plain regions (background, even skin) that only the rest of the photo explains.
 # Started from the tracker shipped on 2026-12-02 (pwc epoch 54, commit 3edbda4: the file
 # lesiontrack/weights/tracker.keras of that commit); cosine decay of the step size from 3e-4 to
-# 1.5e-5 over 44 epochs of 20 steps. The first 9 epochs ran with shorter decays (0:36 for 2
-# epochs, then 0:32, restarted with the same command); their step sizes, logged in the lr
-# column, were at most 7 % below this schedule's. Resumable like pwc (committed checkpoint,
+# 1.5e-5 over 44 epochs of 20 steps (--lr 3e-4 --lr-decay 0:44). The first 9 epochs ran with
+# shorter decays (0:36 for 2 epochs, then 0:32, restarted with the same command); their step
+# sizes, logged in the lr column, were at most 7 % below this schedule's. Epoch 41 was shipped.
+# PCK@0.01 was still rising at the end, so from epoch 45 a warm restart (SGDR): from 1.5e-4 down
+# to 1.5e-5 over epochs 45-88, the command below. Resumable like pwc (committed checkpoint,
 # state and log).
 if [ "${1:-}" = pwc-whole ]; then
     out=runs/tracker-v3
@@ -86,7 +88,7 @@ if [ "${1:-}" = pwc-whole ]; then
     nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
         --init lesiontrack/weights/tracker.keras --out "$out/tracker.keras" \
         --epochs 1000 --steps 20 --batch 4 --crop 256 --min-scale 0.45 --max-scale 0.55 \
-        --freeze conv1,conv2 --curriculum-steps 0 --seed 1 --lr 3e-4 --lr-decay 0:44 \
+        --freeze conv1,conv2 --curriculum-steps 0 --seed 1 --lr 1.5e-4 --lr-decay 44:88 \
         --lr-final 1.5e-5 --val-limit 24 --val-diagonal 362 >> "$out/train.log" 2>&1 &
     echo "training in the background, log $out/train.log"
     exit 0

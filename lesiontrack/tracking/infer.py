@@ -83,6 +83,15 @@ def coarse_flow(image0, image1) -> tuple[np.ndarray, np.ndarray]:
     return flow, warp_backward(image1, flow)
 
 
+def working_size(width, height, max_diagonal) -> tuple[int, int]:
+    """(W, H) at which a photo of ``width`` x ``height`` is processed: scaled down to a diagonal
+    of ``max_diagonal`` when it is larger (aspect kept), else unchanged; None: unchanged."""
+    factor = 1.0
+    if max_diagonal and math.hypot(width, height) > max_diagonal:
+        factor = max_diagonal / math.hypot(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
 def predict_flow(image0, image1, *, weights="default", max_diagonal="auto") -> np.ndarray:
     """Forward flow t0 -> t1 predicted by the siamese tracker.
 
@@ -119,11 +128,8 @@ def predict_flow(image0, image1, *, weights="default", max_diagonal="auto") -> n
         max_diagonal = WORKING_DIAGONAL.get(variant, MAX_DIAGONAL)
     height, width = image0.shape[:2]
     height1, width1 = image1.shape[:2]
-    factor = 1.0
-    if max_diagonal and math.hypot(width, height) > max_diagonal:
-        factor = max_diagonal / math.hypot(width, height)
     # Both photos go straight to the working size; the flow comes back in one resize.
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    size = working_size(width, height, max_diagonal)
     work0, work1 = resize_image(image0, size), resize_image(image1, size)
     coarse = None
     if variant == "refine":

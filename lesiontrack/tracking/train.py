@@ -310,11 +310,12 @@ def evaluate_pwc_flow(model, root, records, *, limit=32, alphas=VALIDATION_ALPHA
 
 def _predict_at(model, image0, image1, max_diagonal):
     """:func:`predict_pwc` at a working diagonal of at most ``max_diagonal`` (None: full size)."""
+    from lesiontrack.tracking.infer import working_size
+
     height, width = image0.shape[:2]
-    if not max_diagonal or math.hypot(width, height) <= max_diagonal:
+    size = working_size(width, height, max_diagonal)
+    if size == (width, height):
         return predict_pwc(model, image0, image1)
-    factor = max_diagonal / math.hypot(width, height)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
     flow = predict_pwc(model, resize_image(image0, size), resize_image(image1, size))
     return resize_flow(flow, (width, height))
 

@@ -1,5 +1,6 @@
 """Tracker loss, training data, predict_flow and the `lesiontrack train tracker` command."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,13 @@ def test_train_tracker_command_bad_crop(pair_dataset, tmp_path):
     result = CliRunner().invoke(main, ["train", "tracker", str(pair_dataset), "--out",
                                        str(tmp_path / "t.keras"), "--crop", "40"])
     assert result.exit_code == 1 and "multiple of the model stride" in result.output
+
+
+def test_working_size_keeps_the_aspect_and_only_shrinks():
+    from lesiontrack.tracking.infer import working_size
+
+    assert working_size(512, 512, 362.0) == (256, 256)
+    width, height = working_size(1094, 894, 362.0)
+    assert abs(math.hypot(width, height) - 362) < 1.5 and abs(width / height - 1094 / 894) < 0.01
+    assert working_size(200, 100, 362.0) == (200, 100)
+    assert working_size(1094, 894, None) == (1094, 894)
