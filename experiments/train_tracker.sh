@@ -46,14 +46,21 @@ compact_checkpoint('$run/tracker.keras', 'lesiontrack/weights/tracker.keras', le
     exit 0
 fi
 
+# A run folder without a state file (a fresh checkout) starts from the committed resume
+# checkpoint experiments/checkpoints/NAME-last.keras, NAME.state.json and NAME.csv, if any.
+restore_checkpoint() {
+    local name=$1 out=$2 saved=experiments/checkpoints
+    mkdir -p "$out"
+    if [ ! -f "$out/tracker.state.json" ] && [ -f "$saved/$name.state.json" ]; then
+        cp "$saved/$name-last.keras" "$out/tracker.last.keras"
+        cp "$saved/$name.state.json" "$out/tracker.state.json"
+        cp "$saved/$name.csv" "$out/tracker.csv"
+    fi
+}
+
 if [ "${1:-}" = pwc ]; then
     out=runs/tracker-v2
-    mkdir -p "$out"
-    if [ ! -f "$out/tracker.state.json" ] && [ -f experiments/checkpoints/tracker-v2.state.json ]; then
-        cp experiments/checkpoints/tracker-v2-last.keras "$out/tracker.last.keras"
-        cp experiments/checkpoints/tracker-v2.state.json "$out/tracker.state.json"
-        cp experiments/checkpoints/tracker-v2.csv "$out/tracker.csv"
-    fi
+    restore_checkpoint tracker-v2 "$out"
     nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
         --init lesiontrack/weights/detector.keras --out "$out/tracker.keras" \
         --epochs 1000 --steps 20 --batch 4 --crop 192 --min-scale 0.5 --freeze conv1,conv2 \
@@ -79,12 +86,7 @@ fi
 # state and log).
 if [ "${1:-}" = pwc-whole ]; then
     out=runs/tracker-v3
-    mkdir -p "$out"
-    if [ ! -f "$out/tracker.state.json" ] && [ -f experiments/checkpoints/tracker-v3.state.json ]; then
-        cp experiments/checkpoints/tracker-v3-last.keras "$out/tracker.last.keras"
-        cp experiments/checkpoints/tracker-v3.state.json "$out/tracker.state.json"
-        cp experiments/checkpoints/tracker-v3.csv "$out/tracker.csv"
-    fi
+    restore_checkpoint tracker-v3 "$out"
     nohup nice -n 15 lesiontrack -v train tracker "$DS" --variant pwc \
         --init lesiontrack/weights/tracker.keras --out "$out/tracker.keras" \
         --epochs 1000 --steps 20 --batch 4 --crop 256 --min-scale 0.45 --max-scale 0.55 \
