@@ -96,6 +96,11 @@ if [ "${1:-}" = pwc-whole ]; then
     exit 0
 fi
 
+if [ -n "${1:-}" ]; then
+    echo "unknown step '$1': pwc, pwc-whole, publish-pwc [RUN], or nothing for the ablation" >&2
+    exit 2
+fi
+
 # costvolume: 20 x 50 steps (the shipped run went to 10 epochs, then was resumed to 20 by
 # the same command with --epochs 20). refine and subtract: 10 x 50 steps planned; their runs
 # were stopped after 4 and 7 epochs, when validation had not moved since the first epoch.
