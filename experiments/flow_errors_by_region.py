@@ -5,7 +5,7 @@
         [--weights W] [--max-diagonal auto] [--sheet errors.png]
 
 On the stored pairs of a split, the flow of a method (``lesiontrack.tracking.flow.estimate_flow``;
-``net`` at its working diagonal, ``lesiontrack.tracking.infer.predict_flow``) is compared with the pairs' true flow at every valid pixel, as the training's validation does,
+``net`` at its working diagonal) is compared with the pairs' true flow at every valid pixel, as the training's validation does,
 and the pixels are split by the skin segmentation of the t0 photo
 (:func:`synth.skin.segment_skin`, the mask ``synth`` places lesions with): skin, and the rest
 (background, clothing, padding), which the synthesized visit change moves with the body as if
@@ -39,7 +39,6 @@ def main(dataset, split, limit, method, weights, max_diagonal, sheet):
     from lesiontrack.tracking import losses, pwc  # noqa: F401  (custom layers of the weights)
     from lesiontrack.tracking.data import load_pair, pair_records
     from lesiontrack.tracking.flow import METHODS, estimate_flow
-    from lesiontrack.tracking.infer import predict_flow
     from synth.io import write_image
     from synth.skin import segment_skin
 
@@ -51,6 +50,7 @@ def main(dataset, split, limit, method, weights, max_diagonal, sheet):
                                  param_hint="--max-diagonal") from None
     if method not in METHODS:
         raise click.BadParameter(f"{method!r}: one of {', '.join(METHODS)}", param_hint="--method")
+    options = {"weights": weights, "max_diagonal": diagonal} if method == "net" else {}
     records = pair_records(dataset, split)[:limit]
     if not records:
         raise click.ClickException(f"{dataset}: no pairs in split {split!r}")
@@ -59,10 +59,7 @@ def main(dataset, split, limit, method, weights, max_diagonal, sheet):
     with click.progressbar(records, label="pairs") as bar:
         for record in bar:
             image0, image1, flow, valid = load_pair(dataset, record)
-            if method == "net":
-                estimate = predict_flow(image0, image1, weights=weights, max_diagonal=diagonal)
-            else:
-                estimate = estimate_flow(image0, image1, method=method)
+            estimate = estimate_flow(image0, image1, method=method, **options)
             error = np.sqrt(((estimate - flow) ** 2).sum(-1)) / math.hypot(*valid.shape)
             skin = segment_skin(image0).astype(bool)
             errors["skin"].append(error[valid & skin])
