@@ -4,8 +4,9 @@
     experiments/flow_errors_by_region.py DATASET [--split val] [--limit 24] [--method net]
         [--weights W] [--max-diagonal auto] [--sheet errors.png]
 
-On the stored pairs of a split, the flow of a method (``lesiontrack.tracking.flow.estimate_flow``;
-``net`` at its working diagonal) is compared with the pairs' true flow at every valid pixel, as the training's validation does,
+On the stored pairs of a split, the flow of a method
+(``lesiontrack.tracking.flow.estimate_flow``; ``net`` at its working diagonal) is compared with
+the pairs' true flow at every valid pixel, as the training's validation does,
 and the pixels are split by the skin segmentation of the t0 photo
 (:func:`synth.skin.segment_skin`, the mask ``synth`` places lesions with): skin, and the rest
 (background, clothing, padding), which the synthesized visit change moves with the body as if
