@@ -124,7 +124,10 @@ class ConvexUpsample(layers.Layer):
         padded = tf.pad(flow, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
         neighbours = tf.stack([padded[:, dy:dy + height, dx:dx + width, :]
                                for dy in range(3) for dx in range(3)], axis=3)  # (B,h,w,9,2)
-        weights = tf.nn.softmax(tf.reshape(mask, [batch, height, width, f, f, 9]), axis=-1)
+        # Softmax over a 5-D view: oneDNN's CPU softmax kernel (used on AVX-512 machines)
+        # refuses more than 5 dimensions.
+        weights = tf.nn.softmax(tf.reshape(mask, [batch, height, width, f * f, 9]), axis=-1)
+        weights = tf.reshape(weights, [batch, height, width, f, f, 9])
         up = tf.einsum("bhwijk,bhwkc->bhiwjc", weights, neighbours * float(f))
         return tf.reshape(up, [batch, height * f, width * f, 2])
 
