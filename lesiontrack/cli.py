@@ -119,6 +119,36 @@ def evaluate():
     """Evaluate detection or tracking on held-out data with known answers."""
 
 
+def _epoch_range(ctx, param, value):
+    """FIRST:LAST of --lr-decay as (int, int), LAST after FIRST."""
+    if value is None:
+        return None
+    try:
+        first, last = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected FIRST:LAST, two epoch numbers") from None
+    if first < 0 or last <= first:
+        raise click.BadParameter(f"{value!r}: LAST must follow FIRST, both >= 0")
+    return first, last
+
+
+def step_size_options(prefix=""):
+    """The --lr-decay and --lr-final options (:func:`lesiontrack.training.step_size_schedule`);
+    ``prefix`` starts their help (e.g. the variant they apply to)."""
+    def text(words):
+        return prefix + words if prefix else words[0].upper() + words[1:]
+
+    def decorate(command):
+        command = click.option(
+            "--lr-final", "final_learning_rate", type=click.FloatRange(min=0),
+            help=text("step size at the end of --lr-decay  [default: --lr / 20]"))(command)
+        return click.option(
+            "--lr-decay", "decay", callback=_epoch_range, metavar="FIRST:LAST",
+            help=text("cosine decay of the step size, from --lr once FIRST epochs are done "
+                      "to --lr-final once LAST are done; constant by default."))(command)
+    return decorate
+
+
 @train.command("detector")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
@@ -146,9 +176,10 @@ def evaluate():
               help="Share of crops placed on a lesion.")
 @click.option("--monitor", default="sens_1fp", show_default=True,
               help="Validation figure that selects the best model (higher is better).")
+@step_size_options()
 def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learning_rate, init,
                            val_limit, mixed_precision, hard_negatives, hard_negative_bias,
-                           hair_weight, lesion_bias, monitor):
+                           hair_weight, lesion_bias, monitor, decay, final_learning_rate):
     """Train the lesion detector on DATASET (resumes when OUT has a state file)."""
     from lesiontrack.detection.train import train_detector
 
@@ -157,7 +188,8 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
                              val_limit=val_limit, mixed_precision=mixed_precision,
                              hard_negatives=hard_negatives,
                              hard_negative_bias=hard_negative_bias, hair_weight=hair_weight,
-                             lesion_bias=lesion_bias, monitor=monitor)
+                             lesion_bias=lesion_bias, monitor=monitor, decay=decay,
+                             final_learning_rate=final_learning_rate)
     if history:
         last = history[-1]
         click.echo(f"epoch {last['epoch']}: val sensitivity at 1 FP/image "
@@ -385,19 +417,6 @@ def evaluate_tracking_command(pairs, methods, out, split, limit, stereo, weights
     click.echo((out / "report.md").read_text(), nl=False)
 
 
-def _epoch_range(ctx, param, value):
-    """FIRST:LAST of --lr-decay as (int, int), LAST after FIRST."""
-    if value is None:
-        return None
-    try:
-        first, last = (int(part) for part in value.split(":"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected FIRST:LAST, two epoch numbers") from None
-    if first < 0 or last <= first:
-        raise click.BadParameter(f"{value!r}: LAST must follow FIRST, both >= 0")
-    return first, last
-
-
 @train.command("tracker")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file,
@@ -437,11 +456,7 @@ def _epoch_range(ctx, param, value):
 @click.option("--curriculum-steps", default=1500, show_default=True, type=click.IntRange(min=0),
               help="pwc: steps over which the motion of the pairs made on the fly grows to "
                    "its full range.")
-@click.option("--lr-decay", "decay", callback=_epoch_range, metavar="FIRST:LAST",
-              help="pwc: cosine decay of the step size, from --lr once FIRST epochs are done "
-                   "to --lr-final once LAST are done; constant by default.")
-@click.option("--lr-final", "final_learning_rate", type=click.FloatRange(min=0),
-              help="pwc: step size at the end of --lr-decay  [default: --lr / 20]")
+@step_size_options("pwc: ")
 def train_tracker_command(dataset, out, init, epochs, steps, batch, crop, seed, learning_rate,
                           variant, min_scale, max_scale, synthetic_fraction, val_limit,
                           val_diagonal, freeze, mixed_precision, curriculum_steps, decay,

@@ -11,7 +11,8 @@ epoch, keeps the best checkpoint by a monitored figure and writes, beside ``out`
 
 :func:`mixed_precision` is the one switch to bfloat16 compute: a context manager around model
 building, restoring the previous Keras dtype policy on exit. :func:`cosine_step_size` is the
-per-epoch step-size schedule that ``fit`` applies when given one.
+per-epoch step-size schedule that ``fit`` applies when given one; :func:`step_size_schedule`
+builds it from the ``--lr-decay`` and ``--lr-final`` options of both trainers.
 """
 from __future__ import annotations
 
@@ -84,6 +85,21 @@ def cosine_step_size(base, *, start, end, final):
         return float(final + (base - final) * (1 + math.cos(math.pi * (epoch - start)
                                                             / (end - start))) / 2)
     return schedule
+
+
+def step_size_schedule(learning_rate, decay, final=None):
+    """The schedule of ``--lr-decay FIRST:LAST`` and ``--lr-final``, and its config entries.
+
+    Returns ``(schedule, entries)``: ``schedule`` as from :func:`cosine_step_size` (from
+    ``learning_rate`` to ``final``, by default a twentieth of it, between the epoch counts of
+    ``decay``), or None with no ``decay`` (constant step size); ``entries`` the dict to record
+    in the run's state file (empty with no decay).
+    """
+    if decay is None:
+        return None, {}
+    final = learning_rate / 20 if final is None else final
+    schedule = cosine_step_size(learning_rate, start=decay[0], end=decay[1], final=final)
+    return schedule, {"decay": list(decay), "final_learning_rate": final}
 
 
 @dataclass(frozen=True)

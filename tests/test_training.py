@@ -1,7 +1,8 @@
 """The shared training loop's files and the mixed-precision switch."""
 import pytest
 
-from lesiontrack.training import TrainingFiles, cosine_step_size, fit, mixed_precision
+from lesiontrack.training import (TrainingFiles, cosine_step_size, fit, mixed_precision,
+                                  step_size_schedule)
 from synth.io import InputError
 
 
@@ -40,6 +41,15 @@ def test_cosine_step_size_follows_the_half_cosine():
     assert all(a > b for a, b in zip(values, values[1:]))
     with pytest.raises(InputError, match="must follow"):
         cosine_step_size(1e-3, start=5, end=5, final=1e-4)
+
+
+def test_step_size_schedule_of_the_options():
+    assert step_size_schedule(1e-3, None) == (None, {})
+    schedule, entries = step_size_schedule(1e-3, (2, 4))
+    assert entries == {"decay": [2, 4], "final_learning_rate": 5e-5}   # a twentieth by default
+    assert schedule(2) == pytest.approx(1e-3) and schedule(4) == pytest.approx(5e-5)
+    schedule, entries = step_size_schedule(1e-3, (0, 2), 1e-4)
+    assert schedule(1) == pytest.approx(5.5e-4) and entries["final_learning_rate"] == 1e-4
 
 
 def test_fit_sets_and_logs_the_step_size_and_resumes_on_the_curve(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lesiontrack.metrics import class_iou, confusion_matrix, histogram_auc
-from lesiontrack.training import fit, mixed_precision as mixed_precision_policy
+from lesiontrack.training import fit, mixed_precision as mixed_precision_policy, step_size_schedule
 from synth.io import IGNORE, UNKNOWN, InputError, load_sample, present_lesions, read_json
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,8 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
                    learning_rate=1e-3, class_weights=None, dice_weight=0.5, lesion_bias=0.6,
                    val_crop=None, val_limit=64, monitor="sens_1fp", filters=None,
                    mixed_precision=False, hair_weight=2.0, hard_negatives=None,
-                   hard_negative_bias=0.15, real_check=True):
+                   hard_negative_bias=0.15, real_check=True, decay=None,
+                   final_learning_rate=None):
     """Train the detector on a synthesized dataset; resumes when ``out`` has a state file.
 
     Parameters
@@ -253,6 +254,10 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
         Weights to start from (as accepted by :func:`lesiontrack.detection.model.FCN`).
     learning_rate : float
         Adam step size.
+    decay : (int, int), optional
+        Epochs done at the start and at the end of a cosine decay of the step size from
+        ``learning_rate`` to ``final_learning_rate`` (default a twentieth of it)
+        (:func:`lesiontrack.training.step_size_schedule`); constant when None.
     class_weights : sequence of float, optional
         (3,) or (4,) weights of the cross-entropy by label (entry 3: lesion of unknown
         diagnosis); default from the training labels (:func:`detector_class_weights`).
@@ -357,8 +362,10 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
               "mixed_precision": mixed_precision, "hair_weight": hair_weight,
               "hard_negatives": None if hard_negatives is None else str(hard_negatives),
               "hard_negative_bias": hard_negative_bias, "monitor": monitor}
+    schedule, entries = step_size_schedule(learning_rate, decay, final_learning_rate)
+    config.update(entries)
     _, history = fit(model, make_dataset, validate, out, epochs=epochs, steps=steps,
-                     monitor=monitor, mode="max", config=config)
+                     monitor=monitor, mode="max", config=config, step_size=schedule)
     return history
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lesiontrack.imaging import resize_flow, resize_image
-from lesiontrack.training import cosine_step_size, fit, mixed_precision as mixed_precision_policy
+from lesiontrack.training import fit, mixed_precision as mixed_precision_policy, step_size_schedule
 from synth.io import InputError
 
 log = logging.getLogger(__name__)
@@ -408,11 +408,8 @@ def train_pwc(dataset, out, *, init=None, epochs=100, steps=100, batch=8, crop=2
               "pool_size": pool_size, "new_fraction": new_fraction, "freeze": list(freeze)}
     if val_diagonal:
         config["val_diagonal"] = float(val_diagonal)
-    schedule = None
-    if decay is not None:
-        final = learning_rate / 20 if final_learning_rate is None else final_learning_rate
-        schedule = cosine_step_size(learning_rate, start=decay[0], end=decay[1], final=final)
-        config.update(decay=list(decay), final_learning_rate=final)
+    schedule, entries = step_size_schedule(learning_rate, decay, final_learning_rate)
+    config.update(entries)
     _, history = fit(model, make_epoch_dataset, validate, out, epochs=epochs, steps=steps,
                      monitor="epe", mode="min", config=config, step_size=schedule)
     return history

@@ -35,7 +35,8 @@ def test_histogram_auc_table(positive, negative, expected):
 def test_train_resume_and_logs(tiny_dataset, tmp_path):
     keras.backend.clear_session()
     out = tmp_path / "model.keras"
-    options = dict(steps=1, batch=2, crop=32, seed=0, filters=TINY_FILTERS, val_limit=1)
+    options = dict(steps=1, batch=2, crop=32, seed=0, filters=TINY_FILTERS, val_limit=1,
+                   learning_rate=1e-3, decay=(0, 2), final_learning_rate=1e-4)
     history = train_detector(tiny_dataset, out, epochs=1, **options)
     assert len(history) == 1
     row = history[0]
@@ -48,9 +49,12 @@ def test_train_resume_and_logs(tiny_dataset, tmp_path):
     assert state["epoch"] == 1 and state["best_epoch"] == 1
     assert len(state["config"]["class_weights"]) == 4   # labels 0-3
     assert state["monitor"] == "sens_1fp"
+    assert state["config"]["decay"] == [0, 2] and state["config"]["final_learning_rate"] == 1e-4
+    assert row["lr"] == pytest.approx(1e-3)   # no epoch done yet: the start of the decay
     # Resume: only the second epoch runs, the log keeps both.
     history = train_detector(tiny_dataset, out, epochs=2, **options)
     assert [row["epoch"] for row in history] == [1, 2]
+    assert history[1]["lr"] == pytest.approx(5.5e-4)   # half-way down the cosine
     with open(out.with_suffix(".csv"), newline="") as handle:
         assert [int(float(r["epoch"])) for r in csv.DictReader(handle)] == [1, 2]
     assert read_json(tmp_path / "model.state.json")["epoch"] == 2
