@@ -176,10 +176,17 @@ def step_size_options(prefix=""):
               help="Share of crops placed on a lesion.")
 @click.option("--monitor", default="sens_1fp", show_default=True,
               help="Validation figure that selects the best model (higher is better).")
+@click.option("--dice-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the soft Dice term on the lesion classes (0: cross-entropy only).")
+@click.option("--class-weight-power", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Exponent of the inverse label frequency weighting the cross-entropy "
+                   "(0: unweighted, 1: balanced).")
 @step_size_options()
 def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learning_rate, init,
                            val_limit, mixed_precision, hard_negatives, hard_negative_bias,
-                           hair_weight, lesion_bias, monitor, decay, final_learning_rate):
+                           hair_weight, lesion_bias, monitor, dice_weight, class_weight_power,
+                           decay, final_learning_rate):
     """Train the lesion detector on DATASET (resumes when OUT has a state file)."""
     from lesiontrack.detection.train import train_detector
 
@@ -189,7 +196,8 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
                              hard_negatives=hard_negatives,
                              hard_negative_bias=hard_negative_bias, hair_weight=hair_weight,
                              lesion_bias=lesion_bias, monitor=monitor, decay=decay,
-                             final_learning_rate=final_learning_rate)
+                             final_learning_rate=final_learning_rate,
+                             class_weight_power=class_weight_power, dice_weight=dice_weight)
     if history:
         last = history[-1]
         click.echo(f"epoch {last['epoch']}: val sensitivity at 1 FP/image "

@@ -237,7 +237,7 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
                    val_crop=None, val_limit=64, monitor="sens_1fp", filters=None,
                    mixed_precision=False, hair_weight=2.0, hard_negatives=None,
                    hard_negative_bias=0.15, real_check=True, decay=None,
-                   final_learning_rate=None):
+                   final_learning_rate=None, class_weight_power=0.5):
     """Train the detector on a synthesized dataset; resumes when ``out`` has a state file.
 
     Parameters
@@ -261,6 +261,11 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     class_weights : sequence of float, optional
         (3,) or (4,) weights of the cross-entropy by label (entry 3: lesion of unknown
         diagnosis); default from the training labels (:func:`detector_class_weights`).
+    class_weight_power : float
+        Exponent of the inverse label frequency of those default weights (0: no weighting).
+        The cross-entropy is a weighted mean, so a pixel the network cannot tell apart is
+        predicted lesion once its odds pass the inverse weight ratio: high weights grow the
+        predicted regions beyond the lesions (the proposals at P(lesion) >= 0.5 swell and merge).
     dice_weight : float
         Weight of the soft Dice term on the lesion classes.
     lesion_bias : float
@@ -306,7 +311,7 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     train_records = data_module.split_records(dataset, "train")
     val_records = data_module.split_records(dataset, "val")
     if class_weights is None:
-        class_weights = detector_class_weights(dataset, train_records)
+        class_weights = detector_class_weights(dataset, train_records, power=class_weight_power)
     class_weights = [float(w) for w in class_weights]
     log.info("class weights %s", class_weights)
     if mixed_precision and init is not None and filters is None:
@@ -358,6 +363,7 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     config = {"dataset": str(dataset), "epochs": epochs, "steps": steps, "batch": batch,
               "crop": crop, "seed": seed, "init": None if init is None else str(init),
               "learning_rate": learning_rate, "class_weights": class_weights,
+              "class_weight_power": class_weight_power,
               "dice_weight": dice_weight, "lesion_bias": lesion_bias,
               "mixed_precision": mixed_precision, "hair_weight": hair_weight,
               "hard_negatives": None if hard_negatives is None else str(hard_negatives),

@@ -44,6 +44,8 @@ def test_class_weights_balance_pixel_counts():
     np.testing.assert_allclose(class_weights_from_labels(labels, power=1.0),
                                class_weights_from_counts([3, 1, 1], power=1.0))
     assert class_weights_from_counts([5, 0, 5])[1] == 1.0
+    # Power 0: no weighting at all.
+    np.testing.assert_allclose(class_weights_from_counts([90, 9, 1], power=0.0), [1, 1, 1])
 
 
 @pytest.mark.parametrize("weights", [None, [0.2, 3.0, 1.5], [0.2, 3.0, 1.5, 0.7]])

@@ -36,7 +36,8 @@ def test_train_resume_and_logs(tiny_dataset, tmp_path):
     keras.backend.clear_session()
     out = tmp_path / "model.keras"
     options = dict(steps=1, batch=2, crop=32, seed=0, filters=TINY_FILTERS, val_limit=1,
-                   learning_rate=1e-3, decay=(0, 2), final_learning_rate=1e-4)
+                   learning_rate=1e-3, decay=(0, 2), final_learning_rate=1e-4,
+                   class_weight_power=0.25)
     history = train_detector(tiny_dataset, out, epochs=1, **options)
     assert len(history) == 1
     row = history[0]
@@ -48,6 +49,7 @@ def test_train_resume_and_logs(tiny_dataset, tmp_path):
     state = read_json(tmp_path / "model.state.json")
     assert state["epoch"] == 1 and state["best_epoch"] == 1
     assert len(state["config"]["class_weights"]) == 4   # labels 0-3
+    assert state["config"]["class_weight_power"] == 0.25
     assert state["monitor"] == "sens_1fp"
     assert state["config"]["decay"] == [0, 2] and state["config"]["final_learning_rate"] == 1e-4
     assert row["lr"] == pytest.approx(1e-3)   # no epoch done yet: the start of the decay
