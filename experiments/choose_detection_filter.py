@@ -2,12 +2,12 @@
 """Candidate filters of `lesiontrack detect` compared on real body photos outside the test split.
 
     experiments/choose_detection_filter.py DATASET [--splits train,val] [--synthesized 120]
-        [--out runs/filter]
+        [--weights W] [--out runs/filter]
 
-Runs the shipped detector (skin mask as ``lesiontrack detect``, no filter: ``min_area=1``,
-``min_score=0``, ``min_contrast=None``) on the body photos of the chosen splits of DATASET
-(``splits.json``; iToBoS tiles with ``lesions.csv``), scores every detection as right, neutral
-(on an ambiguous annotation) or false positive (:func:`lesiontrack.real_photos.score_photo`)
+Runs the shipped detector (or the weights W; skin mask as ``lesiontrack detect``, no filter:
+``min_area=1``, ``min_score=0``, ``min_contrast=None``) on the body photos of the chosen splits of
+DATASET (``splits.json``; iToBoS tiles with ``lesions.csv``), scores every detection as right,
+neutral (on an ambiguous annotation) or false positive (:func:`lesiontrack.real_photos.score_photo`)
 and writes ``detections.csv`` (one row per detection: photo, split, area, score, contrast,
 outcome) and ``filters.md``: recall of clear lesions, precision and false positives per photo
 for every minimum area, score and visible contrast (Delta E00). Real moles are pigmented;
@@ -39,8 +39,10 @@ CONTRASTS = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
               help="Also run on this many photos of DATASET's val split: the share of its "
                    "blended lesions found (centroid in the true box, at the least score 0) "
                    "that each least contrast keeps.")
+@click.option("--weights", default="default", show_default=True,
+              help="Detector weights (.keras) to choose the filters for.")
 @click.option("--out", default="runs/filter", show_default=True, type=click.Path(path_type=Path))
-def main(dataset, folder, splits, synthesized, out):
+def main(dataset, folder, splits, synthesized, weights, out):
     """Compare minimum-area, score and contrast filters on DATASET's non-test body photos."""
     from lesiontrack import metrics
     from lesiontrack.detection.detect import detect
@@ -58,8 +60,8 @@ def main(dataset, folder, splits, synthesized, out):
     for split in chosen:
         for truth in read_photo_truth(folder, names=split_body_photos(dataset, split)):
             truths[truth.name] = truth
-            lesions = detect(read_image(truth.image), min_area=1, min_score=0.0,
-                             min_contrast=None, classifier=None)
+            lesions = detect(read_image(truth.image), weights=weights, min_area=1,
+                             min_score=0.0, min_contrast=None, classifier=None)
             detections[truth.name] = lesions
             _, _, outcome = score_photo(truth, lesions)
             for lesion, result in zip(lesions, outcome):
@@ -87,7 +89,7 @@ def main(dataset, folder, splits, synthesized, out):
                      f"({total['clear_found']}/{total['clear']}) | {_cell(total['precision'])} "
                      f"({total['true_positives']}/{counted}) | {total['fp_per_photo']:.2f} |")
     if synthesized:
-        lines += ["", *_synthesized_lesions(dataset, synthesized, out)]
+        lines += ["", *_synthesized_lesions(dataset, synthesized, out, weights)]
     (out / "filters.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
@@ -96,7 +98,7 @@ def _cell(value):
     return "nan" if value is None else f"{value:.3f}"
 
 
-def _synthesized_lesions(dataset, limit, out):
+def _synthesized_lesions(dataset, limit, out, weights="default"):
     """Lines of a table: share of the blended lesions found that each least score and contrast
     keeps (a lesion is kept while one of its detections passes both)."""
     from lesiontrack import metrics
@@ -107,7 +109,8 @@ def _synthesized_lesions(dataset, limit, out):
     found = []  # per blended lesion found: (score, contrast) of each detection on it
     items = read_detection_truth(dataset, split="val", limit=limit)
     for item in items:
-        lesions = detect(read_image(item.image), min_score=0.0, min_contrast=None, classifier=None)
+        lesions = detect(read_image(item.image), weights=weights, min_score=0.0,
+                         min_contrast=None, classifier=None)
         if not lesions or not len(item.boxes):
             continue
         inside = metrics.centroid_in_boxes([d["centroid"] for d in lesions], item.boxes)
