@@ -39,7 +39,8 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from lesiontrack.baselines.colour_stats import SIZE, colour_features, fit_colour_stats, lesion_features
+from lesiontrack.baselines.colour_stats import (SIZE, colour_features, fit_colour_stats,
+                                                lesion_features)
 from synth.augment import _apply_colour
 from synth.blend import MAX_TONE_RATIO
 from synth.compose import BLEND_ATTEMPTS
@@ -55,7 +56,8 @@ def masked_features(image, mask, size=SIZE):
     ys, xs = np.nonzero(mask)
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     crop = cv2.resize(image[box], (size, size), interpolation=cv2.INTER_AREA)
-    inside = cv2.resize(mask[box].astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    inside = cv2.resize(mask[box].astype(np.uint8), (size, size),
+                        interpolation=cv2.INTER_NEAREST) > 0
     if not inside.any():
         inside[size // 2, size // 2] = True
     fill = crop[inside].mean(axis=0)
@@ -66,10 +68,13 @@ def masked_features(image, mask, size=SIZE):
 def resize_to_diameter(image, mask, diameter_px):
     """The lesion's mask box resized so its longest side is ``diameter_px`` (prepare_lesion)."""
     ys, xs = np.nonzero(mask)
-    image, mask = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    image, mask = image[box], mask[box]
     factor = diameter_px / max(image.shape[:2])
-    size = (max(3, int(round(image.shape[1] * factor))), max(3, int(round(image.shape[0] * factor))))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    size = (max(3, int(round(image.shape[1] * factor))),
+            max(3, int(round(image.shape[0] * factor))))
+    image = cv2.resize(image, size,
+                       interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
     mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     return image, mask
 
@@ -78,7 +83,8 @@ def tone_match(crop, mask, photo, region, strength):
     """``crop`` carried towards the skin around ``region`` of ``photo`` as the blend does."""
     if strength <= 0:
         return crop
-    ring = (cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4) > 0) & ~region
+    grown = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4) > 0
+    ring = grown & ~region
     skin = np.median(photo[ring].astype(np.float32), axis=0) + 1.0
     inner = mask.astype(np.uint8)
     rim = mask & ~(cv2.erode(inner, np.ones((3, 3), np.uint8), iterations=2) > 0)
@@ -91,7 +97,8 @@ def lesion_rows(root, split, limit):
     """Features of every step for the blended lesions of a split: dict step -> (N, 31), labels."""
     library = {}
     for entry in read_json(Path(root) / "dataset.json")["sources"]["lesion_libraries"]:
-        library.update({str(Path(r.image_path)): r for r in read_lesion_library(entry["folder"]).records})
+        records = read_lesion_library(entry["folder"]).records
+        library.update({str(Path(r.image_path)): r for r in records})
     sources = {}
     rows = {step: [] for step in STEPS}
     labels = []
