@@ -2,7 +2,7 @@
 """Candidate filters of `lesiontrack detect` compared on real body photos outside the test split.
 
     experiments/choose_detection_filter.py DATASET [--splits train,val] [--synthesized 120]
-        [--weights W] [--out runs/filter]
+        [--weights W] [--threshold T] [--out runs/filter]
 
 Runs the shipped detector (or the weights W; skin mask as ``lesiontrack detect``, no filter:
 ``min_area=1``, ``min_score=0``, ``min_contrast=None``) on the body photos of the chosen splits of
@@ -26,7 +26,7 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bodies" / "itobos"
 AREAS = (16, 32, 64)
-SCORES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+SCORES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 CONTRASTS = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 
 
@@ -41,8 +41,10 @@ CONTRASTS = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
                    "that each least contrast keeps.")
 @click.option("--weights", default="default", show_default=True,
               help="Detector weights (.keras) to choose the filters for.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.05, 0.95),
+              help="P(lesion) threshold of the proposals (lesiontrack detect --threshold).")
 @click.option("--out", default="runs/filter", show_default=True, type=click.Path(path_type=Path))
-def main(dataset, folder, splits, synthesized, weights, out):
+def main(dataset, folder, splits, synthesized, weights, threshold, out):
     """Compare minimum-area, score and contrast filters on DATASET's non-test body photos."""
     from lesiontrack import metrics
     from lesiontrack.detection.detect import detect
@@ -60,8 +62,8 @@ def main(dataset, folder, splits, synthesized, weights, out):
     for split in chosen:
         for truth in read_photo_truth(folder, names=split_body_photos(dataset, split)):
             truths[truth.name] = truth
-            lesions = detect(read_image(truth.image), weights=weights, min_area=1,
-                             min_score=0.0, min_contrast=None, classifier=None)
+            lesions = detect(read_image(truth.image), weights=weights, threshold=threshold,
+                             min_area=1, min_score=0.0, min_contrast=None, classifier=None)
             detections[truth.name] = lesions
             _, _, outcome = score_photo(truth, lesions)
             for lesion, result in zip(lesions, outcome):
@@ -76,7 +78,8 @@ def main(dataset, folder, splits, synthesized, weights, out):
         writer.writeheader()
         writer.writerows(rows)
 
-    lines = [f"# Detection filters on {len(truths)} body photos ({', '.join(chosen)})", "",
+    lines = [f"# Detection filters on {len(truths)} body photos ({', '.join(chosen)}), "
+             f"threshold {threshold:g}", "",
              "| min area px | min score | min contrast | recall clear | precision | FP/photo |",
              "|---|---|---|---|---|---|"]
     for area, score, contrast in itertools.product(AREAS, SCORES, CONTRASTS):
@@ -89,7 +92,7 @@ def main(dataset, folder, splits, synthesized, weights, out):
                      f"({total['clear_found']}/{total['clear']}) | {_cell(total['precision'])} "
                      f"({total['true_positives']}/{counted}) | {total['fp_per_photo']:.2f} |")
     if synthesized:
-        lines += ["", *_synthesized_lesions(dataset, synthesized, out, weights)]
+        lines += ["", *_synthesized_lesions(dataset, synthesized, out, weights, threshold)]
     (out / "filters.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
@@ -98,7 +101,7 @@ def _cell(value):
     return "nan" if value is None else f"{value:.3f}"
 
 
-def _synthesized_lesions(dataset, limit, out, weights="default"):
+def _synthesized_lesions(dataset, limit, out, weights="default", threshold=0.5):
     """Lines of a table: share of the blended lesions found that each least score and contrast
     keeps (a lesion is kept while one of its detections passes both)."""
     from lesiontrack import metrics
@@ -109,8 +112,8 @@ def _synthesized_lesions(dataset, limit, out, weights="default"):
     found = []  # per blended lesion found: (score, contrast) of each detection on it
     items = read_detection_truth(dataset, split="val", limit=limit)
     for item in items:
-        lesions = detect(read_image(item.image), weights=weights, min_score=0.0,
-                         min_contrast=None, classifier=None)
+        lesions = detect(read_image(item.image), weights=weights, threshold=threshold,
+                         min_score=0.0, min_contrast=None, classifier=None)
         if not lesions or not len(item.boxes):
             continue
         inside = metrics.centroid_in_boxes([d["centroid"] for d in lesions], item.boxes)
@@ -125,7 +128,7 @@ def _synthesized_lesions(dataset, limit, out, weights="default"):
         for index, on in enumerate(found):
             writer.writerows([index, score, contrast] for score, contrast in on)
     lines = [f"Share of the {len(found)} blended lesions of the first {len(items)} val photos "
-             "found at threshold 0.5 that each filter keeps:", "",
+             f"found at threshold {threshold:g} that each filter keeps:", "",
              "| min score | " + " | ".join(f"contrast >= {c:g}" for c in CONTRASTS) + " |",
              "|---|" + "---|" * len(CONTRASTS)]
     for score in SCORES:

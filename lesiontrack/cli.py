@@ -132,6 +132,19 @@ def _epoch_range(ctx, param, value):
     return first, last
 
 
+def _class_weights(value):
+    """W0,W1,W2,W3 of --class-weights as a list of 4 non-negative floats, or None."""
+    if value is None:
+        return None
+    try:
+        weights = [float(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected four numbers, e.g. 1,1,1,4") from None
+    if len(weights) != 4 or min(weights) < 0:
+        raise click.BadParameter(f"{value!r}: expected four numbers >= 0, one per label 0-3")
+    return weights
+
+
 def step_size_options(prefix=""):
     """The --lr-decay and --lr-final options (:func:`lesiontrack.training.step_size_schedule`);
     ``prefix`` starts their help (e.g. the variant they apply to)."""
@@ -178,6 +191,10 @@ def step_size_options(prefix=""):
               help="Validation figure that selects the best model (higher is better).")
 @click.option("--dice-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Weight of the soft Dice term on the lesion classes (0: cross-entropy only).")
+@click.option("--class-weights", callback=lambda ctx, param, value: _class_weights(value),
+              metavar="W0,W1,W2,W3",
+              help="Weights of the cross-entropy by label (background, benign, malignant, "
+                   "lesion of unknown diagnosis); replaces --class-weight-power.")
 @click.option("--class-weight-power", default=0.5, show_default=True,
               type=click.FloatRange(0, 1),
               help="Exponent of the inverse label frequency weighting the cross-entropy "
@@ -185,8 +202,8 @@ def step_size_options(prefix=""):
 @step_size_options()
 def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learning_rate, init,
                            val_limit, mixed_precision, hard_negatives, hard_negative_bias,
-                           hair_weight, lesion_bias, monitor, dice_weight, class_weight_power,
-                           decay, final_learning_rate):
+                           hair_weight, lesion_bias, monitor, dice_weight, class_weights,
+                           class_weight_power, decay, final_learning_rate):
     """Train the lesion detector on DATASET (resumes when OUT has a state file)."""
     from lesiontrack.detection.train import train_detector
 
@@ -197,7 +214,8 @@ def train_detector_command(dataset, out, epochs, steps, batch, crop, seed, learn
                              hard_negative_bias=hard_negative_bias, hair_weight=hair_weight,
                              lesion_bias=lesion_bias, monitor=monitor, decay=decay,
                              final_learning_rate=final_learning_rate,
-                             class_weight_power=class_weight_power, dice_weight=dice_weight)
+                             class_weight_power=class_weight_power, dice_weight=dice_weight,
+                             class_weights=class_weights)
     if history:
         last = history[-1]
         click.echo(f"epoch {last['epoch']}: val sensitivity at 1 FP/image "

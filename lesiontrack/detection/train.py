@@ -312,6 +312,8 @@ def train_detector(dataset, out, *, epochs=10, steps=100, batch=8, crop=256, see
     val_records = data_module.split_records(dataset, "val")
     if class_weights is None:
         class_weights = detector_class_weights(dataset, train_records, power=class_weight_power)
+    else:
+        class_weight_power = None   # the weights were given
     class_weights = [float(w) for w in class_weights]
     log.info("class weights %s", class_weights)
     if mixed_precision and init is not None and filters is None:

@@ -142,3 +142,13 @@ def test_evaluate_segmentation_known_answers(flip, expected):
     for key, value in expected.items():
         assert figures[key] == pytest.approx(value), key
     keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("value", ["1,2", "1,1,1,x", "1,1,1,-1"])
+def test_cli_bad_class_weights_are_refused(tmp_path, value):
+    from lesiontrack.cli import main
+
+    result = CliRunner().invoke(main, ["train", "detector", str(tmp_path), "--out",
+                                       str(tmp_path / "m.keras"), "--class-weights", value])
+    assert result.exit_code == 2
+    assert "--class-weights" in result.output and "Traceback" not in result.output
