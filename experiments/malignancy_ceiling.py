@@ -42,10 +42,10 @@ from sklearn.metrics import roc_auc_score
 from lesiontrack.baselines.colour_stats import (SIZE, colour_features, fit_colour_stats,
                                                 lesion_features)
 from synth.augment import _apply_colour
-from synth.blend import MAX_TONE_RATIO
-from synth.compose import BLEND_ATTEMPTS
+from synth.blend import lesion_rim, tone_ratio
+from synth.compose import BLEND_ATTEMPTS, resize_to_diameter
 from synth.io import read_image, read_json, read_manifest
-from synth.lesions import load_lesion, read_lesion_library, trim_background
+from synth.sources import LesionSource
 
 STEPS = ("source", "at body size", "+ colour augmentation", "+ tone match", "+ optical blur",
          "blended", "blended, box with context")
@@ -65,41 +65,20 @@ def masked_features(image, mask, size=SIZE):
     return colour_features(crop)
 
 
-def resize_to_diameter(image, mask, diameter_px):
-    """The lesion's mask box resized so its longest side is ``diameter_px`` (prepare_lesion)."""
-    ys, xs = np.nonzero(mask)
-    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    image, mask = image[box], mask[box]
-    factor = diameter_px / max(image.shape[:2])
-    size = (max(3, int(round(image.shape[1] * factor))),
-            max(3, int(round(image.shape[0] * factor))))
-    image = cv2.resize(image, size,
-                       interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-    mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    return image, mask
-
-
 def tone_match(crop, mask, photo, region, strength):
     """``crop`` carried towards the skin around ``region`` of ``photo`` as the blend does."""
     if strength <= 0:
         return crop
     grown = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4) > 0
-    ring = grown & ~region
-    skin = np.median(photo[ring].astype(np.float32), axis=0) + 1.0
-    inner = mask.astype(np.uint8)
-    rim = mask & ~(cv2.erode(inner, np.ones((3, 3), np.uint8), iterations=2) > 0)
-    lesion_rim = np.median(crop[rim if rim.any() else mask].astype(np.float32), axis=0) + 1.0
-    ratio = np.clip(skin / lesion_rim, 1.0 / MAX_TONE_RATIO, MAX_TONE_RATIO) ** float(strength)
+    ratio = tone_ratio(photo[grown & ~region], crop[lesion_rim(mask)], strength)
     return np.clip(np.rint(crop * ratio), 0, 255).astype(np.uint8)
 
 
 def lesion_rows(root, split, limit):
     """Features of every step for the blended lesions of a split: dict step -> (N, 31), labels."""
-    library = {}
-    for entry in read_json(Path(root) / "dataset.json")["sources"]["lesion_libraries"]:
-        records = read_lesion_library(entry["folder"]).records
-        library.update({str(Path(r.image_path)): r for r in records})
-    sources = {}
+    libraries = read_json(Path(root) / "dataset.json")["sources"]["lesion_libraries"]
+    lesions = LesionSource([entry["folder"] for entry in libraries], check=False)
+    index = {meta["source"]: i for i, meta in enumerate(lesions.records)}
     rows = {step: [] for step in STEPS}
     labels = []
     records = [r for r in read_manifest(root) if r.get("split") == split][:limit]
@@ -112,11 +91,7 @@ def lesion_rows(root, split, limit):
             region = instances == lesion["instance"]
             if region.sum() < 4:
                 continue
-            key = lesion["source"]
-            if key not in sources:
-                photo, mask, _ = load_lesion(library[key])
-                sources[key] = (photo, trim_background(photo, mask))
-            photo, mask = sources[key]
+            photo, mask = lesions.load(index[lesion["source"]])   # as synth loads it
             small, small_mask = resize_to_diameter(photo, mask, lesion["diameter_px"])
             coloured = _apply_colour(small, lesion["augment"], region=small_mask)
             rows["source"].append(masked_features(photo, mask))

@@ -259,17 +259,8 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
         # lesion is carried to the new skin tone by the per-channel ratio of the destination
         # skin around the lesion to the lesion's own rim, raised to `tone_match` (0 keeps the
         # lesion's colours, 1 makes its rim match the new skin exactly).
-        inner = trusted > 0
-        rim = inner & ~(cv2.erode(trusted, np.ones((3, 3), np.uint8), iterations=2) > 0)
-        if not rim.any():
-            rim = inner
         ring = (cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=margin_px + 1) > 0) & (mask == 0)
-        skin = np.median(destination_patch[ring].astype(np.float32), axis=0) + 1.0
-        lesion_rim = np.median(image[rim], axis=0) + 1.0
-        # Clipped: a rim that is nearly black or white (a mask reaching over a crop's
-        # background) would otherwise scale the lesion into a bright or dark ring.
-        ratio = np.clip(skin / lesion_rim, 1.0 / MAX_TONE_RATIO, MAX_TONE_RATIO)
-        image = image * ratio ** float(tone_match)
+        image = image * tone_ratio(destination_patch[ring], image[lesion_rim(trusted)], tone_match)
     alpha = mask.astype(np.float32)
     if feather_sigma > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather_sigma)
@@ -284,6 +275,26 @@ def prepare_lesion_source(lesion_image: np.ndarray, lesion_mask: np.ndarray,
     blend_mask = cv2.dilate(mask, cv2.getStructuringElement(
         cv2.MORPH_ELLIPSE, (2 * margin_px + 1, 2 * margin_px + 1))) > 0 if margin_px > 0 else mask > 0
     return source, blend_mask
+
+
+def lesion_rim(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the outer 2 px of a lesion mask (the whole mask when it is thinner)."""
+    inner = np.asarray(mask) > 0
+    rim = inner & ~(cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0)
+    return rim if rim.any() else inner
+
+
+def tone_ratio(skin_pixels: np.ndarray, rim_pixels: np.ndarray, strength: float) -> np.ndarray:
+    """float32 (3,) per-channel factor carrying a lesion to new skin (the tone match).
+
+    The ratio of the median skin colour to the median colour of the lesion's rim (both + 1),
+    clipped to [1 / MAX_TONE_RATIO, MAX_TONE_RATIO] (a rim that is nearly black or white, a
+    mask reaching over a crop's background, would otherwise scale the lesion into a bright
+    or dark ring), raised to ``strength`` (0: no change, 1: the rim matches the skin).
+    """
+    skin = np.median(np.asarray(skin_pixels, np.float32).reshape(-1, 3), axis=0) + 1.0
+    rim = np.median(np.asarray(rim_pixels, np.float32).reshape(-1, 3), axis=0) + 1.0
+    return np.clip(skin / rim, 1.0 / MAX_TONE_RATIO, MAX_TONE_RATIO) ** float(strength)
 
 
 def _nearest(region: np.ndarray):

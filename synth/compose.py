@@ -50,8 +50,8 @@ def body_crop(body, size, mm_per_px, rng):
     return out, out_skin, out_ignore, out_known, params
 
 
-def prepare_lesion(image, mask, diameter_px, rng):
-    """Crop a lesion to its mask, scale its longest side to ``diameter_px``, augment it."""
+def resize_to_diameter(image, mask, diameter_px):
+    """A lesion cropped to its mask's box and resized so its longest side is ``diameter_px``."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     image, mask = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
@@ -59,6 +59,12 @@ def prepare_lesion(image, mask, diameter_px, rng):
     new_size = (max(3, int(round(image.shape[1] * factor))), max(3, int(round(image.shape[0] * factor))))
     image = cv2.resize(image, new_size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
     mask = cv2.resize(mask.astype(np.uint8), new_size, interpolation=cv2.INTER_NEAREST) > 0
+    return image, mask
+
+
+def prepare_lesion(image, mask, diameter_px, rng):
+    """Crop a lesion to its mask, scale its longest side to ``diameter_px``, augment it."""
+    image, mask = resize_to_diameter(image, mask, diameter_px)
     image[~mask] = 0
     image, mask, params = augment_lesion(image, mask, rng=rng, scale_range=(0.9, 1.1))
     mask = mask.astype(bool)
