@@ -132,7 +132,7 @@ def _epoch_range(ctx, param, value):
     return first, last
 
 
-def _class_weights(value):
+def _class_weights(ctx, param, value):
     """W0,W1,W2,W3 of --class-weights as a list of 4 non-negative floats, or None."""
     if value is None:
         return None
@@ -191,7 +191,7 @@ def step_size_options(prefix=""):
               help="Validation figure that selects the best model (higher is better).")
 @click.option("--dice-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Weight of the soft Dice term on the lesion classes (0: cross-entropy only).")
-@click.option("--class-weights", callback=lambda ctx, param, value: _class_weights(value),
+@click.option("--class-weights", callback=_class_weights,
               metavar="W0,W1,W2,W3",
               help="Weights of the cross-entropy by label (background, benign, malignant, "
                    "lesion of unknown diagnosis); replaces --class-weight-power.")
